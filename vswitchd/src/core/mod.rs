@@ -1,0 +1,71 @@
+//! The sans-IO datapath core: frames in, frames out, time passed in.
+//!
+//! Nothing here touches a socket, a file, a thread or a clock, which is what
+//! lets unit tests, golden pcap tests, benches and fuzzers drive the real
+//! switching code deterministically. The daemon's shell owns the devices and
+//! the clock and calls [`bridge::Bridge::receive_batch`].
+
+pub mod bridge;
+pub mod mac_learning;
+pub mod packet;
+pub mod vlan;
+
+/// Datapath time in milliseconds from an arbitrary origin. The shell derives
+/// it from a monotonic clock; tests make it up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    pub const fn from_millis(ms: u64) -> Timestamp {
+        Timestamp(ms)
+    }
+
+    pub const fn millis(self) -> u64 {
+        self.0
+    }
+}
+
+/// Why a received frame was not forwarded. Every frame a port receives is
+/// either forwarded to at least one port or counted under one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    Runt,
+    /// A VLAN tag cut off by the end of the frame.
+    TruncatedVlan,
+    /// Sent to 01:80:c2:00:00:0x while `forward-bpdu` is off.
+    ReservedMulticast,
+    /// The input port does not carry the frame's VLAN.
+    VlanNotAllowed,
+    /// The destination was learned on the input port itself.
+    SamePort,
+    /// No other port carries the frame's VLAN.
+    NoDestination,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Runt,
+        DropReason::TruncatedVlan,
+        DropReason::ReservedMulticast,
+        DropReason::VlanNotAllowed,
+        DropReason::SamePort,
+        DropReason::NoDestination,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Runt => "runt",
+            DropReason::TruncatedVlan => "truncated_vlan",
+            DropReason::ReservedMulticast => "reserved_multicast",
+            DropReason::VlanNotAllowed => "vlan_not_allowed",
+            DropReason::SamePort => "same_port",
+            DropReason::NoDestination => "no_destination",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}

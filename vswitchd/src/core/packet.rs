@@ -1,0 +1,394 @@
+//! Frame parsing: an Ethernet/VLAN header view and the flow key.
+//!
+//! The switch must decide where a frame goes from its L2 header alone, so that
+//! part is parsed here by hand over byte ranges ([`field`]) with one length
+//! check up front: it is also what egress re-tagging edits. Everything above
+//! (ARP, IPv4, IPv6, TCP, UDP, ICMP) is sliced laxly by etherparse, which never
+//! copies the frame and keeps whatever parsed before a malformed header.
+//!
+//! A frame whose L2 header is cut short cannot be switched and is dropped with
+//! a [`DropReason`]. A frame whose L3 or L4 header is malformed is still an
+//! Ethernet frame: NORMAL forwards it, as OVS and the Linux bridge do, and the
+//! flow key simply holds the fields that parsed ([`FlowKey::malformed`] says
+//! where parsing stopped, and the port counts it).
+
+use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
+
+use super::DropReason;
+
+pub type Mac = [u8; 6];
+
+pub const ETH_HEADER_LEN: usize = 14;
+pub const VLAN_TAG_LEN: usize = 4;
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+pub const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
+/// What OVS calls a frame without an Ethernet II type (an 802.3 length).
+pub const ETHERTYPE_NONE: u16 = 0x05ff;
+
+mod field {
+    use std::ops::Range;
+    pub const DST: Range<usize> = 0..6;
+    pub const SRC: Range<usize> = 6..12;
+    pub const ETHERTYPE: Range<usize> = 12..14;
+}
+
+pub fn is_multicast(mac: &Mac) -> bool {
+    mac[0] & 1 != 0
+}
+
+/// 01:80:c2:00:00:00 to 01:80:c2:00:00:0f: STP, LACP, 802.1X and friends,
+/// which a bridge must not forward (IEEE 802.1D 7.12.6).
+pub fn is_reserved_multicast(mac: &Mac) -> bool {
+    mac[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && mac[5] & 0xf0 == 0
+}
+
+pub fn format_mac(mac: &Mac) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5])
+}
+
+pub fn parse_mac(s: &str) -> Option<Mac> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+fn is_vlan_ethertype(t: u16) -> bool {
+    matches!(t, ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct VlanTag {
+    pub tpid: u16,
+    pub tci: u16,
+}
+
+impl VlanTag {
+    pub fn vid(self) -> u16 {
+        self.tci & 0x0fff
+    }
+
+    pub fn pcp(self) -> u8 {
+        (self.tci >> 13) as u8
+    }
+}
+
+/// A checked view of an Ethernet header and its outer VLAN tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L2Header {
+    pub dst: Mac,
+    pub src: Mac,
+    /// The outer tag first; a third and deeper tags stay in the payload.
+    pub vlans: [Option<VlanTag>; 2],
+    /// The type after the tags read.
+    pub ether_type: u16,
+    /// Offset of the first byte after the tags read.
+    pub payload_offset: usize,
+}
+
+impl L2Header {
+    pub fn parse(frame: &[u8]) -> Result<L2Header, DropReason> {
+        if frame.len() < ETH_HEADER_LEN {
+            return Err(DropReason::Runt);
+        }
+        let dst: Mac = frame[field::DST].try_into().unwrap();
+        let src: Mac = frame[field::SRC].try_into().unwrap();
+        let mut ether_type = u16::from_be_bytes(frame[field::ETHERTYPE].try_into().unwrap());
+        let mut offset = ETH_HEADER_LEN;
+        let mut vlans = [None; 2];
+        for slot in &mut vlans {
+            if !is_vlan_ethertype(ether_type) {
+                break;
+            }
+            let Some(tag) = frame.get(offset..offset + VLAN_TAG_LEN) else {
+                return Err(DropReason::TruncatedVlan);
+            };
+            *slot = Some(VlanTag { tpid: ether_type, tci: u16::from_be_bytes([tag[0], tag[1]]) });
+            ether_type = u16::from_be_bytes([tag[2], tag[3]]);
+            offset += VLAN_TAG_LEN;
+        }
+        Ok(L2Header { dst, src, vlans, ether_type, payload_offset: offset })
+    }
+
+    pub fn outer_vlan(&self) -> Option<VlanTag> {
+        self.vlans[0]
+    }
+
+    /// Offset of the outer tag's TPID, which is where a tag is pushed or popped.
+    pub const TAG_OFFSET: usize = 12;
+}
+
+/// Where lax parsing above L2 stopped: the frame is forwarded, the port
+/// counts it, and flows cannot match the fields that did not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Malformation {
+    Arp,
+    Ipv4,
+    Ipv6,
+    Ipv6Extension,
+    Transport,
+}
+
+impl Malformation {
+    pub const ALL: [Malformation; 5] = [
+        Malformation::Arp,
+        Malformation::Ipv4,
+        Malformation::Ipv6,
+        Malformation::Ipv6Extension,
+        Malformation::Transport,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Malformation::Arp => "malformed_arp",
+            Malformation::Ipv4 => "malformed_ipv4",
+            Malformation::Ipv6 => "malformed_ipv6",
+            Malformation::Ipv6Extension => "malformed_ipv6_ext",
+            Malformation::Transport => "malformed_l4",
+        }
+    }
+}
+
+/// The fields a flow can match, extracted once per frame (OVS's `struct flow`).
+/// ARP reuses the IP fields as OVS does: `nw_src`/`nw_dst` hold the sender
+/// and target protocol addresses and `nw_proto` the opcode's low byte; ICMP
+/// type and code live in `tp_src`/`tp_dst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub in_port: u16,
+    pub dl_dst: Mac,
+    pub dl_src: Mac,
+    pub vlans: [Option<VlanTag>; 2],
+    pub dl_type: u16,
+    pub nw_src: u32,
+    pub nw_dst: u32,
+    pub ipv6_src: [u8; 16],
+    pub ipv6_dst: [u8; 16],
+    pub nw_proto: u8,
+    pub nw_tos: u8,
+    pub nw_ttl: u8,
+    pub nw_frag: bool,
+    pub tp_src: u16,
+    pub tp_dst: u16,
+    pub tcp_flags: u16,
+    pub arp_sha: Mac,
+    pub arp_tha: Mac,
+    pub malformed: Option<Malformation>,
+}
+
+impl FlowKey {
+    /// Extracts the key; fails only when the L2 header cannot be read.
+    pub fn extract(frame: &[u8], in_port: u16) -> Result<(FlowKey, L2Header), DropReason> {
+        let l2 = L2Header::parse(frame)?;
+        let dl_type = if l2.ether_type < 0x0600 { ETHERTYPE_NONE } else { l2.ether_type };
+        let mut key = FlowKey {
+            in_port,
+            dl_dst: l2.dst,
+            dl_src: l2.src,
+            vlans: l2.vlans,
+            dl_type,
+            ..FlowKey::default()
+        };
+        // Stacks of three or more tags: the rest is payload, as in OVS with vlan-limit=2.
+        if is_vlan_ethertype(l2.ether_type) {
+            return Ok((key, l2));
+        }
+        let payload = &frame[l2.payload_offset..];
+        match l2.ether_type {
+            0x0800 | 0x86dd | 0x0806 => key.extract_l3(l2.ether_type, payload),
+            _ => {}
+        }
+        Ok((key, l2))
+    }
+
+    fn extract_l3(&mut self, ether_type: u16, payload: &[u8]) {
+        let packet = LaxSlicedPacket::from_ether_type(ether_type.into(), payload);
+        match &packet.net {
+            Some(LaxNetSlice::Ipv4(ip)) => {
+                let h = ip.header();
+                self.nw_src = u32::from_be_bytes(h.source());
+                self.nw_dst = u32::from_be_bytes(h.destination());
+                self.nw_proto = h.protocol().0;
+                self.nw_tos = h.slice()[1];
+                self.nw_ttl = h.ttl();
+                self.nw_frag = h.is_fragmenting_payload();
+            }
+            Some(LaxNetSlice::Ipv6(ip)) => {
+                let h = ip.header();
+                self.ipv6_src = h.source();
+                self.ipv6_dst = h.destination();
+                self.nw_proto = ip.payload().ip_number.0;
+                self.nw_tos = h.traffic_class();
+                self.nw_ttl = h.hop_limit();
+                self.nw_frag = ip.is_payload_fragmented();
+            }
+            // Only Ethernet/IPv4 ARP has the fields flows match on.
+            Some(LaxNetSlice::Arp(arp)) if arp.hw_addr_size() == 6 && arp.proto_addr_size() == 4 => {
+                self.nw_proto = arp.operation().0 as u8;
+                self.arp_sha = arp.sender_hw_addr().try_into().unwrap_or_default();
+                self.arp_tha = arp.target_hw_addr().try_into().unwrap_or_default();
+                self.nw_src = u32::from_be_bytes(arp.sender_protocol_addr().try_into().unwrap_or_default());
+                self.nw_dst = u32::from_be_bytes(arp.target_protocol_addr().try_into().unwrap_or_default());
+            }
+            Some(LaxNetSlice::Arp(_)) | None => {}
+        }
+        match &packet.transport {
+            Some(TransportSlice::Tcp(tcp)) => {
+                self.tp_src = tcp.source_port();
+                self.tp_dst = tcp.destination_port();
+                let flags = tcp.slice();
+                self.tcp_flags = u16::from_be_bytes([flags[12], flags[13]]) & 0x0fff;
+            }
+            Some(TransportSlice::Udp(udp)) => {
+                self.tp_src = udp.source_port();
+                self.tp_dst = udp.destination_port();
+            }
+            Some(TransportSlice::Icmpv4(icmp)) => {
+                let bytes = icmp.slice();
+                self.tp_src = bytes[0].into();
+                self.tp_dst = bytes[1].into();
+            }
+            Some(TransportSlice::Icmpv6(icmp)) => {
+                let bytes = icmp.slice();
+                self.tp_src = bytes[0].into();
+                self.tp_dst = bytes[1].into();
+            }
+            Some(TransportSlice::Igmp(_)) | None => {}
+        }
+        if let Some((_, layer)) = &packet.stop_err {
+            use etherparse::err::Layer;
+            self.malformed = Some(match layer {
+                Layer::Arp => Malformation::Arp,
+                Layer::IpHeader | Layer::Ipv4Header | Layer::Ipv4Packet | Layer::IpAuthHeader => {
+                    if ether_type == 0x86dd {
+                        Malformation::Ipv6
+                    } else {
+                        Malformation::Ipv4
+                    }
+                }
+                Layer::Ipv6Header | Layer::Ipv6Packet => Malformation::Ipv6,
+                Layer::Ipv6ExtHeader
+                | Layer::Ipv6HopByHopHeader
+                | Layer::Ipv6DestOptionsHeader
+                | Layer::Ipv6RouteHeader
+                | Layer::Ipv6FragHeader => Malformation::Ipv6Extension,
+                _ => Malformation::Transport,
+            });
+        }
+    }
+}
+
+/// Writes `frame` into `out` with its outer VLAN tag replaced by `vid` (and
+/// the original priority kept), or removed when `vid` is `None`. Frames that
+/// already carry what is wanted are not rewritten: callers check with
+/// [`needs_retag`] and send the original bytes.
+pub fn retag(frame: &[u8], l2: &L2Header, vid: Option<u16>, out: &mut Vec<u8>) {
+    out.clear();
+    let outer = l2.outer_vlan();
+    let rest = if outer.is_some() { L2Header::TAG_OFFSET + VLAN_TAG_LEN } else { L2Header::TAG_OFFSET };
+    out.extend_from_slice(&frame[..L2Header::TAG_OFFSET]);
+    if let Some(vid) = vid {
+        let pcp_dei = outer.map_or(0, |t| t.tci & 0xf000);
+        let tpid = outer.map_or(ETHERTYPE_VLAN, |t| t.tpid);
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&(pcp_dei | vid).to_be_bytes());
+    }
+    out.extend_from_slice(&frame[rest..]);
+}
+
+/// Whether sending the frame with outer VLAN `vid` (`None`: untagged)
+/// changes its bytes.
+pub fn needs_retag(l2: &L2Header, vid: Option<u16>) -> bool {
+    match (l2.outer_vlan(), vid) {
+        (None, None) => false,
+        (Some(tag), Some(vid)) => tag.vid() != vid,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eth(dst: Mac, src: Mac, rest: &[u8]) -> Vec<u8> {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&src);
+        f.extend_from_slice(rest);
+        f
+    }
+
+    const A: Mac = [0x02, 0, 0, 0, 0, 0xa];
+    const B: Mac = [0x02, 0, 0, 0, 0, 0xb];
+
+    #[test]
+    fn runts_and_cut_tags_are_drops() {
+        assert_eq!(FlowKey::extract(&[0; 13], 1).unwrap_err(), DropReason::Runt);
+        let cut = eth(B, A, &[0x81, 0x00, 0x00]);
+        assert_eq!(FlowKey::extract(&cut, 1).unwrap_err(), DropReason::TruncatedVlan);
+    }
+
+    #[test]
+    fn extracts_udp_over_double_tag() {
+        let mut rest = vec![0x88, 0xa8, 0x20, 0x64, 0x81, 0x00, 0x00, 0x0a, 0x08, 0x00];
+        let ip = [
+            0x45, 0x10, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2, // IPv4
+            0x30, 0x39, 0x00, 0x35, 0, 8, 0, 0, // UDP 12345 -> 53
+        ];
+        rest.extend_from_slice(&ip);
+        let (key, l2) = FlowKey::extract(&eth(B, A, &rest), 3).unwrap();
+        assert_eq!(key.vlans[0], Some(VlanTag { tpid: 0x88a8, tci: 0x2064 }));
+        assert_eq!(key.vlans[1].unwrap().vid(), 10);
+        assert_eq!(l2.outer_vlan().unwrap().pcp(), 1);
+        assert_eq!((key.dl_type, key.nw_proto, key.nw_tos, key.nw_ttl), (0x0800, 17, 0x10, 64));
+        assert_eq!((key.nw_src, key.tp_src, key.tp_dst), (0xc612_0001, 12345, 53));
+        assert_eq!(key.malformed, None);
+    }
+
+    #[test]
+    fn arp_fields_reuse_nw_fields() {
+        let mut rest = vec![0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1];
+        rest.extend_from_slice(&A);
+        rest.extend_from_slice(&[198, 18, 0, 1]);
+        rest.extend_from_slice(&[0; 6]);
+        rest.extend_from_slice(&[198, 18, 0, 2]);
+        let (key, _) = FlowKey::extract(&eth([0xff; 6], A, &rest), 1).unwrap();
+        assert_eq!((key.nw_proto, key.nw_src, key.nw_dst, key.arp_sha), (1, 0xc612_0001, 0xc612_0002, A));
+    }
+
+    #[test]
+    fn malformed_ip_is_kept_as_l2() {
+        let (key, _) = FlowKey::extract(&eth(B, A, &[0x08, 0x00, 0x45, 0x00]), 1).unwrap();
+        assert_eq!(key.dl_type, 0x0800);
+        assert_eq!(key.malformed, Some(Malformation::Ipv4));
+    }
+
+    #[test]
+    fn retag_pushes_rewrites_and_pops() {
+        let untagged = eth(B, A, &[0x08, 0x00, 1, 2, 3]);
+        let l2 = L2Header::parse(&untagged).unwrap();
+        let mut out = Vec::new();
+        retag(&untagged, &l2, Some(10), &mut out);
+        assert_eq!(out, eth(B, A, &[0x81, 0x00, 0x00, 0x0a, 0x08, 0x00, 1, 2, 3]));
+        let tagged = out.clone();
+        let l2 = L2Header::parse(&tagged).unwrap();
+        assert!(!needs_retag(&l2, Some(10)));
+        retag(&tagged, &l2, None, &mut out);
+        assert_eq!(out, untagged);
+    }
+
+    #[test]
+    fn reserved_multicast_range() {
+        assert!(is_reserved_multicast(&[0x01, 0x80, 0xc2, 0, 0, 0x0e]));
+        assert!(!is_reserved_multicast(&[0x01, 0x80, 0xc2, 0, 0, 0x10]));
+        assert_eq!(parse_mac("02:00:00:00:00:0a"), Some(A));
+        assert_eq!(parse_mac("02:00:00:00:00"), None);
+        assert_eq!(format_mac(&A), "02:00:00:00:00:0a");
+    }
+}

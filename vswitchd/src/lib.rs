@@ -1,0 +1,10 @@
+//! vswitchd: a userspace virtual switch in the Open vSwitch style.
+//!
+//! - [`core`]: the sans-IO datapath (parsing, VLANs, MAC learning, bridges).
+//! - [`config`]: the configuration database, its commands and its file.
+//! - [`ports`]: the port drivers behind one trait.
+//! - [`datapath`]: the forwarding thread that owns bridges and devices.
+//! - [`control`]: the control socket and its protocol.
+//! - [`daemon`]: start-up, locking, detaching, signals.
+
+pub mod core;
