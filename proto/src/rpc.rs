@@ -6,8 +6,12 @@ use serde::{Deserialize, Serialize};
 /// Bumped whenever a request or result changes shape incompatibly.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The largest request or response line, newline excluded.
+/// The largest request line, newline excluded.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// The largest response line a client accepts: `fdb-show` of a million-entry
+/// MAC table is large, but never this large.
+pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
 /// The socket's file name inside the run directory.
 pub const SOCKET_NAME: &str = "vswitchd.sock";
@@ -385,6 +389,10 @@ pub struct PortStats {
     /// Frames switched to this port that its device failed to take.
     pub tx_dropped: u64,
     pub drop_reasons: BTreeMap<String, u64>,
+    /// Received frames forwarded although a header above L2 was malformed,
+    /// by the header (flows cannot match the fields that did not parse).
+    #[serde(default)]
+    pub malformed: BTreeMap<String, u64>,
 }
 
 /// Reads a daemon response's `result` into its typed form.

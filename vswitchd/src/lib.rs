@@ -7,4 +7,9 @@
 //! - [`control`]: the control socket and its protocol.
 //! - [`daemon`]: start-up, locking, detaching, signals.
 
+pub mod config;
+pub mod control;
 pub mod core;
+pub mod daemon;
+pub mod datapath;
+pub mod ports;

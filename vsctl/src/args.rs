@@ -1,0 +1,367 @@
+//! The command line, in ovs-vsctl's shape:
+//! `vsctl [OPTIONS] CMD ARGS [-- [CMD-OPTIONS] CMD ARGS]...`.
+//! Global options come first; each command may start with its own
+//! `--may-exist` / `--if-exists`; `--` separates commands, which run as one
+//! transaction. `replay` and `time-warp` act on the datapath and stand alone.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use proto::{Command, Table};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug)]
+pub struct Options {
+    pub run_dir: PathBuf,
+    pub timeout: Duration,
+    pub format: Format,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Help,
+    Version,
+    Transact(Vec<Command>),
+    Replay { bridge: String, port: String, file: PathBuf },
+    TimeWarp { msecs: u64 },
+}
+
+pub const DEFAULT_TIMEOUT_SECS: u64 = 5;
+
+pub const USAGE: &str = "\
+vsctl: configure and inspect vswitchd
+
+usage: vsctl [OPTIONS] COMMAND [ARG...] [-- [--may-exist|--if-exists] COMMAND [ARG...]]...
+Commands joined by -- form one transaction: all of them take effect or none.
+
+Bridges:
+  add-br BRIDGE                       create a bridge (--may-exist: no error if it exists)
+  del-br BRIDGE                       delete a bridge and its ports (--if-exists)
+  list-br                             print the bridges
+  br-exists BRIDGE                    exit 0 if BRIDGE exists, 2 if not
+Ports:
+  add-port BRIDGE PORT [COL[:KEY]=VALUE]...   add a port (--may-exist)
+  del-port [BRIDGE] PORT              delete a port (--if-exists)
+  list-ports BRIDGE                   print the ports of BRIDGE
+  port-to-br PORT                     print the bridge that has PORT
+Database (TABLE is bridge, port or interface):
+  set TABLE RECORD COL[:KEY]=VALUE... e.g. set port p1 tag=10, set interface p1 type=pcap options:tx_pcap=/tmp/p1.pcap
+  get TABLE RECORD COL[:KEY]...       print values
+  clear TABLE RECORD COL...           empty columns
+  remove TABLE RECORD COL KEY...      remove keys from a map column (or VLANs from trunks)
+State:
+  show                                bridges, ports, interfaces and errors
+  fdb-show BRIDGE                     the MAC learning table
+  fdb-flush [BRIDGE]                  forget learned MACs
+  dump-ports BRIDGE [PORT]            per-port counters and drop reasons
+Datapath:
+  replay BRIDGE PORT FILE.pcap        switch a capture's frames as if received on PORT
+  time-warp MSECS                     advance the datapath clock (aging) without waiting
+
+Options:
+  --run-dir DIR        where vswitchd's socket is (default $VSWITCH_RUN_DIR or /run/vswitch)
+  --timeout SECS       give up after SECS seconds (default 5; 0 waits forever)
+  -f, --format FORMAT  table (default) or json
+  -h, --help           this text
+  -V, --version        the version
+";
+
+fn need(args: &[String], n: usize, usage: &str) -> Result<(), String> {
+    if args.len() < n {
+        Err(format!("too few arguments: usage: {usage}"))
+    } else {
+        Ok(())
+    }
+}
+
+fn exactly(args: &[String], n: usize, usage: &str) -> Result<(), String> {
+    if args.len() != n {
+        Err(format!("expected {n} argument{}: usage: {usage}", if n == 1 { "" } else { "s" }))
+    } else {
+        Ok(())
+    }
+}
+
+fn table(name: &str) -> Result<Table, String> {
+    Table::parse(name).ok_or_else(|| format!("unknown table {name:?}: use bridge, port or interface"))
+}
+
+/// Splits `--name=value` and `--name value`; returns the value and how many
+/// arguments it took.
+fn option_value(args: &[String], i: usize, name: &str) -> Result<Option<(String, usize)>, String> {
+    let arg = &args[i];
+    if let Some(v) = arg.strip_prefix(&format!("{name}=")) {
+        return Ok(Some((v.to_owned(), 1)));
+    }
+    if arg == name {
+        let v = args.get(i + 1).ok_or_else(|| format!("{name} needs a value"))?;
+        return Ok(Some((v.clone(), 2)));
+    }
+    Ok(None)
+}
+
+pub fn parse(args: &[String], env_run_dir: Option<String>) -> Result<(Options, Action), String> {
+    let mut options = Options {
+        run_dir: PathBuf::from(env_run_dir.unwrap_or_else(|| proto::DEFAULT_RUN_DIR.into())),
+        timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+        format: Format::Table,
+    };
+    let mut i = 0;
+    while i < args.len() && args[i].starts_with('-') && args[i] != "--" {
+        let arg = args[i].as_str();
+        if arg == "-h" || arg == "--help" {
+            return Ok((options, Action::Help));
+        }
+        if arg == "-V" || arg == "--version" {
+            return Ok((options, Action::Version));
+        }
+        if let Some((v, n)) = option_value(args, i, "--run-dir")? {
+            options.run_dir = PathBuf::from(v);
+            i += n;
+        } else if let Some((v, n)) = option_value(args, i, "--timeout")? {
+            let secs: f64 = v
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                .ok_or_else(|| format!("--timeout takes a number of seconds, not {v:?}"))?;
+            options.timeout = if secs == 0.0 { Duration::MAX } else { Duration::from_secs_f64(secs) };
+            i += n;
+        } else if let Some((v, n)) = option_value(args, i, "--format")?.or(option_value(args, i, "-f")?) {
+            options.format = match v.as_str() {
+                "table" | "list" => Format::Table,
+                "json" => Format::Json,
+                _ => return Err(format!("--format takes table or json, not {v:?}")),
+            };
+            i += n;
+        } else if arg == "--may-exist" || arg == "--if-exists" {
+            break;
+        } else {
+            return Err(format!("unknown option {arg}; see vsctl --help"));
+        }
+    }
+    let rest = &args[i..];
+    if rest.is_empty() {
+        return Err("no command given; see vsctl --help".into());
+    }
+    // The datapath actions stand alone.
+    match rest[0].as_str() {
+        "replay" => {
+            exactly(&rest[1..], 3, "replay BRIDGE PORT FILE.pcap")?;
+            return Ok((
+                options,
+                Action::Replay {
+                    bridge: rest[1].clone(),
+                    port: rest[2].clone(),
+                    file: PathBuf::from(&rest[3]),
+                },
+            ));
+        }
+        "time-warp" => {
+            exactly(&rest[1..], 1, "time-warp MSECS")?;
+            let msecs =
+                rest[1].parse().map_err(|_| format!("time-warp takes milliseconds, not {:?}", rest[1]))?;
+            return Ok((options, Action::TimeWarp { msecs }));
+        }
+        _ => {}
+    }
+    let mut commands = Vec::new();
+    for words in rest.split(|a| a == "--") {
+        if words.is_empty() {
+            continue;
+        }
+        commands.push(parse_command(words)?);
+    }
+    if commands.is_empty() {
+        return Err("no command given; see vsctl --help".into());
+    }
+    Ok((options, Action::Transact(commands)))
+}
+
+fn parse_command(words: &[String]) -> Result<Command, String> {
+    let mut may_exist = false;
+    let mut if_exists = false;
+    let mut i = 0;
+    while let Some(w) = words.get(i).filter(|w| w.starts_with("--")) {
+        match w.as_str() {
+            "--may-exist" => may_exist = true,
+            "--if-exists" => if_exists = true,
+            other => {
+                return Err(format!(
+                    "unknown command option {other}; commands take --may-exist or --if-exists"
+                ))
+            }
+        }
+        i += 1;
+    }
+    let (name, args) = words[i..].split_first().ok_or("an option without a command")?;
+    let name = name.as_str();
+    let allow = |may: bool, ifx: bool| -> Result<(), String> {
+        if (may_exist && !may) || (if_exists && !ifx) {
+            Err(format!("{name} does not take {}", if may_exist { "--may-exist" } else { "--if-exists" }))
+        } else {
+            Ok(())
+        }
+    };
+    let command = match name {
+        "add-br" => {
+            allow(true, false)?;
+            exactly(args, 1, "add-br BRIDGE")?;
+            Command::AddBr { bridge: args[0].clone(), may_exist }
+        }
+        "del-br" => {
+            allow(false, true)?;
+            exactly(args, 1, "del-br BRIDGE")?;
+            Command::DelBr { bridge: args[0].clone(), if_exists }
+        }
+        "list-br" => {
+            allow(false, false)?;
+            exactly(args, 0, "list-br")?;
+            Command::ListBr
+        }
+        "br-exists" => {
+            allow(false, false)?;
+            exactly(args, 1, "br-exists BRIDGE")?;
+            Command::BrExists { bridge: args[0].clone() }
+        }
+        "add-port" => {
+            allow(true, false)?;
+            need(args, 2, "add-port BRIDGE PORT [COLUMN[:KEY]=VALUE]...")?;
+            Command::AddPort {
+                bridge: args[0].clone(),
+                port: args[1].clone(),
+                settings: args[2..].to_vec(),
+                may_exist,
+            }
+        }
+        "del-port" => {
+            allow(false, true)?;
+            let (bridge, port) = match args {
+                [port] => (None, port.clone()),
+                [bridge, port] => (Some(bridge.clone()), port.clone()),
+                _ => return Err("usage: del-port [BRIDGE] PORT".into()),
+            };
+            Command::DelPort { bridge, port, if_exists }
+        }
+        "list-ports" => {
+            allow(false, false)?;
+            exactly(args, 1, "list-ports BRIDGE")?;
+            Command::ListPorts { bridge: args[0].clone() }
+        }
+        "port-to-br" => {
+            allow(false, false)?;
+            exactly(args, 1, "port-to-br PORT")?;
+            Command::PortToBr { port: args[0].clone() }
+        }
+        "show" => {
+            allow(false, false)?;
+            exactly(args, 0, "show")?;
+            Command::Show
+        }
+        "set" => {
+            allow(false, true)?;
+            need(args, 3, "set TABLE RECORD COLUMN[:KEY]=VALUE...")?;
+            Command::Set {
+                table: table(&args[0])?,
+                record: args[1].clone(),
+                settings: args[2..].to_vec(),
+                if_exists,
+            }
+        }
+        "get" => {
+            allow(false, true)?;
+            need(args, 3, "get TABLE RECORD COLUMN[:KEY]...")?;
+            Command::Get {
+                table: table(&args[0])?,
+                record: args[1].clone(),
+                columns: args[2..].to_vec(),
+                if_exists,
+            }
+        }
+        "clear" => {
+            allow(false, false)?;
+            need(args, 3, "clear TABLE RECORD COLUMN...")?;
+            Command::Clear { table: table(&args[0])?, record: args[1].clone(), columns: args[2..].to_vec() }
+        }
+        "remove" => {
+            allow(false, false)?;
+            need(args, 4, "remove TABLE RECORD COLUMN KEY...")?;
+            Command::Remove {
+                table: table(&args[0])?,
+                record: args[1].clone(),
+                column: args[2].clone(),
+                keys: args[3..].to_vec(),
+            }
+        }
+        "fdb-show" => {
+            allow(false, false)?;
+            exactly(args, 1, "fdb-show BRIDGE")?;
+            Command::FdbShow { bridge: args[0].clone() }
+        }
+        "fdb-flush" => {
+            allow(false, false)?;
+            if args.len() > 1 {
+                return Err("usage: fdb-flush [BRIDGE]".into());
+            }
+            Command::FdbFlush { bridge: args.first().cloned() }
+        }
+        "dump-ports" => {
+            allow(false, false)?;
+            if args.is_empty() || args.len() > 2 {
+                return Err("usage: dump-ports BRIDGE [PORT]".into());
+            }
+            Command::DumpPorts { bridge: args[0].clone(), port: args.get(1).cloned() }
+        }
+        "replay" | "time-warp" => return Err(format!("{name} cannot be joined with other commands by --")),
+        other => return Err(format!("unknown command {other:?}; see vsctl --help")),
+    };
+    Ok(command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_words(line: &str) -> Result<(Options, Action), String> {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        parse(&args, None)
+    }
+
+    #[test]
+    fn transaction_of_several_commands() {
+        let (opts, action) =
+            parse_words("--timeout=2 -f json add-br br0 -- --may-exist add-port br0 p1 tag=10 -- show")
+                .unwrap();
+        assert_eq!(opts.timeout, Duration::from_secs(2));
+        assert_eq!(opts.format, Format::Json);
+        let Action::Transact(commands) = action else { panic!("not a transaction") };
+        assert_eq!(commands.len(), 3);
+        assert_eq!(
+            commands[1],
+            Command::AddPort {
+                bridge: "br0".into(),
+                port: "p1".into(),
+                settings: vec!["tag=10".into()],
+                may_exist: true
+            }
+        );
+    }
+
+    #[test]
+    fn options_and_arity_are_checked() {
+        assert!(parse_words("--if-exists add-br br0").is_err());
+        assert!(parse_words("add-br").is_err());
+        assert!(parse_words("add-br a b").is_err());
+        assert!(parse_words("frobnicate").is_err());
+        assert!(parse_words("set colour x a=b").is_err());
+        assert!(parse_words("--timeout -1 list-br").is_err());
+        assert!(parse_words("list-br -- replay br0 p1 f").is_err());
+        assert!(parse_words("").is_err());
+        assert!(matches!(parse_words("--if-exists del-br br0").unwrap().1, Action::Transact(_)));
+        assert!(matches!(parse_words("time-warp 301000").unwrap().1, Action::TimeWarp { msecs: 301000 }));
+    }
+}

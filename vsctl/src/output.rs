@@ -1,0 +1,98 @@
+//! Printing results as ovs-vsctl and ovs-ofctl print them, or as JSON.
+
+use std::fmt::Write;
+
+use proto::{BridgeView, CommandResult, FdbEntry, PortStats};
+
+fn map(m: &std::collections::BTreeMap<String, String>) -> String {
+    let pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", pairs.join(", "))
+}
+
+pub fn show(bridges: &[BridgeView]) -> String {
+    let mut out = String::new();
+    for b in bridges {
+        let _ = writeln!(out, "Bridge {}", b.name);
+        if !b.other_config.is_empty() {
+            let _ = writeln!(out, "    other_config: {}", map(&b.other_config));
+        }
+        for p in &b.ports {
+            let _ = writeln!(out, "    Port {}", p.name);
+            if let Some(tag) = p.tag {
+                let _ = writeln!(out, "        tag: {tag}");
+            }
+            if !p.trunks.is_empty() {
+                let trunks: Vec<String> = p.trunks.iter().map(u16::to_string).collect();
+                let _ = writeln!(out, "        trunks: [{}]", trunks.join(", "));
+            }
+            if let Some(mode) = &p.vlan_mode {
+                let _ = writeln!(out, "        vlan_mode: {mode}");
+            }
+            let _ = writeln!(out, "        Interface {}", p.name);
+            if p.interface_type != "system" {
+                let _ = writeln!(out, "            type: {}", p.interface_type);
+            }
+            if !p.options.is_empty() {
+                let _ = writeln!(out, "            options: {}", map(&p.options));
+            }
+            if let Some(error) = &p.error {
+                let _ = writeln!(out, "            error: {error:?}");
+            }
+        }
+    }
+    out
+}
+
+pub fn fdb(entries: &[FdbEntry]) -> String {
+    let width = entries.iter().map(|e| e.port.len()).max().unwrap_or(4).max(4);
+    let mut out = format!("{:>width$}  VLAN  MAC                Age\n", "port");
+    for e in entries {
+        let _ = writeln!(out, "{:>width$}  {:>4}  {}  {:>3}", e.port, e.vlan, e.mac, e.age_secs);
+    }
+    out
+}
+
+pub fn ports(stats: &[PortStats]) -> String {
+    let mut out = format!("{} ports\n", stats.len());
+    for s in stats {
+        let _ = writeln!(
+            out,
+            "  port {} ({}): rx pkts={}, bytes={}, drop={}\n           tx pkts={}, bytes={}, drop={}",
+            s.port, s.ofport, s.rx_packets, s.rx_bytes, s.rx_dropped, s.tx_packets, s.tx_bytes, s.tx_dropped
+        );
+        if !s.drop_reasons.is_empty() {
+            let reasons: Vec<String> = s.drop_reasons.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            let _ = writeln!(out, "           rx drops: {}", reasons.join(", "));
+        }
+        if !s.malformed.is_empty() {
+            let counts: Vec<String> = s.malformed.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            let _ = writeln!(out, "           malformed, forwarded: {}", counts.join(", "));
+        }
+    }
+    out
+}
+
+/// The text a command's result prints, if any.
+pub fn text(result: &CommandResult) -> String {
+    match result {
+        CommandResult::Done | CommandResult::Exists(_) => String::new(),
+        CommandResult::Names(items) | CommandResult::Values(items) => {
+            items.iter().map(|i| format!("{i}\n")).collect()
+        }
+        CommandResult::Show(bridges) => show(bridges),
+        CommandResult::Fdb(entries) => fdb(entries),
+        CommandResult::Ports(stats) => ports(stats),
+    }
+}
+
+/// The JSON a command's result prints: just its value.
+pub fn json(result: &CommandResult) -> serde_json::Value {
+    match result {
+        CommandResult::Done => serde_json::Value::Null,
+        CommandResult::Exists(b) => (*b).into(),
+        CommandResult::Names(v) | CommandResult::Values(v) => serde_json::json!(v),
+        CommandResult::Show(v) => serde_json::json!(v),
+        CommandResult::Fdb(v) => serde_json::json!(v),
+        CommandResult::Ports(v) => serde_json::json!(v),
+    }
+}

@@ -1,0 +1,398 @@
+//! The forwarding thread: it owns every bridge's core state and every port
+//! device, and is the only thread that touches them, so nothing on the
+//! per-packet path takes a lock.
+//!
+//! The control plane talks to it through a channel of [`Request`]s, each
+//! carrying a reply channel: a new configuration with the devices opened for
+//! it, frames to inject, and queries of live state. Requests are handled
+//! between batches, in order, which is what makes a replay acknowledged
+//! only once every frame has been switched.
+//!
+//! Its clock is a monotonic clock plus a warp offset that only grows
+//! (`vsctl time-warp`), so aging can be tested without waiting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use proto::{ErrorCode, FdbEntry, PortStats, ReplayReply, RpcError};
+use tokio::sync::oneshot;
+
+use crate::config::{Config, InterfaceConfig};
+use crate::core::bridge::{Bridge, Transmit};
+use crate::core::packet::{format_mac, Malformation};
+use crate::core::{DropReason, Timestamp};
+use crate::ports::{PortDevice, TxQueue, BATCH_SIZE};
+
+/// Devices opened for a new configuration, by (bridge, port).
+pub type NewDevices = HashMap<(String, String), Box<dyn PortDevice>>;
+
+/// Each port's error, by (bridge, port); absent while it works.
+pub type PortErrors = HashMap<(String, String), String>;
+
+pub enum Request {
+    Reconfigure {
+        config: Arc<Config>,
+        devices: NewDevices,
+        done: oneshot::Sender<()>,
+    },
+    Inject {
+        bridge: String,
+        port: String,
+        frames: Vec<Vec<u8>>,
+        done: oneshot::Sender<Result<ReplayReply, RpcError>>,
+    },
+    TimeWarp {
+        msecs: u64,
+        done: oneshot::Sender<()>,
+    },
+    PortErrors {
+        done: oneshot::Sender<PortErrors>,
+    },
+    Fdb {
+        bridge: String,
+        done: oneshot::Sender<Vec<FdbEntry>>,
+    },
+    FdbFlush {
+        bridge: Option<String>,
+        done: oneshot::Sender<()>,
+    },
+    Stats {
+        bridge: String,
+        port: Option<String>,
+        done: oneshot::Sender<Vec<PortStats>>,
+    },
+}
+
+struct PortRuntime {
+    ofport: u16,
+    interface: InterfaceConfig,
+    device: Box<dyn PortDevice>,
+}
+
+struct BridgeRuntime {
+    core: Bridge,
+    ports: BTreeMap<String, PortRuntime>,
+}
+
+/// Per-port transmit queues of one bridge, indexed by OpenFlow port number.
+#[derive(Default)]
+struct TxQueues(Vec<TxQueue>);
+
+impl Transmit for TxQueues {
+    fn transmit(&mut self, port: u16, frame: &[u8]) {
+        let i = usize::from(port);
+        if self.0.len() <= i {
+            self.0.resize_with(i + 1, TxQueue::default);
+        }
+        self.0[i].push(frame);
+    }
+}
+
+pub struct Datapath {
+    bridges: BTreeMap<String, BridgeRuntime>,
+    origin: Instant,
+    warp_ms: u64,
+    tx: TxQueues,
+    rx: Vec<Vec<u8>>,
+}
+
+impl Default for Datapath {
+    fn default() -> Self {
+        Datapath {
+            bridges: BTreeMap::new(),
+            origin: Instant::now(),
+            warp_ms: 0,
+            tx: TxQueues::default(),
+            rx: Vec::with_capacity(BATCH_SIZE),
+        }
+    }
+}
+
+fn not_found(message: String) -> RpcError {
+    RpcError::new(ErrorCode::NotFound, message)
+}
+
+impl Datapath {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.origin.elapsed().as_millis() as u64 + self.warp_ms)
+    }
+
+    /// Makes the running state match `config`, installing the devices that
+    /// were opened for it, then receives what new devices already hold.
+    pub fn reconfigure(&mut self, config: &Config, mut devices: NewDevices) {
+        self.bridges.retain(|name, _| config.bridges.contains_key(name));
+        for (bname, bconfig) in &config.bridges {
+            let runtime = self.bridges.entry(bname.clone()).or_insert_with(|| BridgeRuntime {
+                core: Bridge::new(bconfig.settings()),
+                ports: BTreeMap::new(),
+            });
+            runtime.core.configure(bconfig.settings());
+            let stale: Vec<String> = runtime
+                .ports
+                .iter()
+                .filter(|(name, p)| bconfig.ports.get(*name).is_none_or(|c| c.ofport != p.ofport))
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in stale {
+                let port = runtime.ports.remove(&name).expect("listed above");
+                runtime.core.remove_port(port.ofport);
+            }
+            for (pname, pconfig) in &bconfig.ports {
+                let key = (bname.clone(), pname.clone());
+                match (devices.remove(&key), runtime.ports.get_mut(pname)) {
+                    (Some(device), Some(port)) => {
+                        port.device = device;
+                        port.interface = pconfig.interface.clone();
+                    }
+                    (Some(device), None) => {
+                        runtime.ports.insert(
+                            pname.clone(),
+                            PortRuntime {
+                                ofport: pconfig.ofport,
+                                interface: pconfig.interface.clone(),
+                                device,
+                            },
+                        );
+                    }
+                    (None, Some(_)) => {}
+                    (None, None) => {
+                        tracing::error!(bridge = %bname, port = %pname, "no device was opened for a new port");
+                        continue;
+                    }
+                }
+                runtime.core.set_port(pconfig.ofport, pname, pconfig.vlan());
+            }
+        }
+        self.poll_all();
+    }
+
+    /// Which ports of `new` need a device opened: new ones, and those whose
+    /// interface changed.
+    pub fn ports_needing_devices(old: &Config, new: &Config) -> Vec<(String, String, InterfaceConfig)> {
+        let mut out = Vec::new();
+        for (bname, b) in &new.bridges {
+            for (pname, p) in &b.ports {
+                let before = old.bridges.get(bname).and_then(|ob| ob.ports.get(pname));
+                if before.is_none_or(|o| o.interface != p.interface || o.ofport != p.ofport) {
+                    out.push((bname.clone(), pname.clone(), p.interface.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Receives from every device until none has anything left.
+    fn poll_all(&mut self) {
+        let now = self.now();
+        let names: Vec<String> = self.bridges.keys().cloned().collect();
+        for bname in names {
+            let runtime = self.bridges.get_mut(&bname).expect("listed above");
+            let ports: Vec<String> = runtime.ports.keys().cloned().collect();
+            for pname in ports {
+                loop {
+                    let runtime = self.bridges.get_mut(&bname).expect("listed above");
+                    let port = runtime.ports.get_mut(&pname).expect("listed above");
+                    self.rx.clear();
+                    if port.device.recv_batch(&mut self.rx, BATCH_SIZE) == 0 {
+                        break;
+                    }
+                    let ofport = port.ofport;
+                    let frames = std::mem::take(&mut self.rx);
+                    self.switch_batch(&bname, ofport, now, &frames);
+                    self.rx = frames;
+                }
+            }
+        }
+    }
+
+    /// Switches one batch received on `ofport` and hands each output
+    /// port's queue to its device.
+    fn switch_batch(&mut self, bridge: &str, ofport: u16, now: Timestamp, frames: &[Vec<u8>]) {
+        let Some(runtime) = self.bridges.get_mut(bridge) else { return };
+        runtime.core.receive_batch(now, ofport, frames.iter().map(Vec::as_slice), &mut self.tx);
+        for port in runtime.ports.values_mut() {
+            let Some(queue) = self.tx.0.get_mut(usize::from(port.ofport)) else { continue };
+            if queue.is_empty() {
+                continue;
+            }
+            let sent = port.device.send_batch(queue);
+            let unsent = queue.len().saturating_sub(sent);
+            if unsent > 0 {
+                runtime.core.count_tx_dropped(port.ofport, unsent as u64);
+            }
+            queue.clear();
+        }
+        // Frames for ports that vanished in between are forgotten.
+        self.tx.0.iter_mut().for_each(TxQueue::clear);
+    }
+
+    pub fn inject(
+        &mut self,
+        bridge: &str,
+        port: &str,
+        frames: Vec<Vec<u8>>,
+    ) -> Result<ReplayReply, RpcError> {
+        let runtime =
+            self.bridges.get(bridge).ok_or_else(|| not_found(format!("no bridge named {bridge}")))?;
+        let ofport = runtime
+            .ports
+            .get(port)
+            .ok_or_else(|| not_found(format!("bridge {bridge} has no port {port}")))?
+            .ofport;
+        let counters = |dp: &Datapath| {
+            let rt = &dp.bridges[bridge];
+            (rt.core.forwarded, rt.core.port(ofport).map_or(0, |p| p.counters.rx_dropped()))
+        };
+        let (forwarded_before, dropped_before) = counters(self);
+        for chunk in frames.chunks(BATCH_SIZE) {
+            let now = self.now();
+            self.switch_batch(bridge, ofport, now, chunk);
+        }
+        let (forwarded, dropped) = counters(self);
+        Ok(ReplayReply {
+            frames: frames.len() as u64,
+            forwarded: forwarded - forwarded_before,
+            dropped: dropped - dropped_before,
+        })
+    }
+
+    pub fn time_warp(&mut self, msecs: u64) {
+        self.warp_ms = self.warp_ms.saturating_add(msecs);
+    }
+
+    pub fn port_errors(&self) -> PortErrors {
+        let mut out = HashMap::new();
+        for (bname, runtime) in &self.bridges {
+            for (pname, port) in &runtime.ports {
+                if let Some(e) = port.device.error() {
+                    out.insert((bname.clone(), pname.clone()), e);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn fdb(&self, bridge: &str) -> Vec<FdbEntry> {
+        let Some(runtime) = self.bridges.get(bridge) else { return vec![] };
+        let now = self.now();
+        runtime
+            .core
+            .mac_table()
+            .entries(now)
+            .map(|(vlan, mac, entry)| FdbEntry {
+                port: runtime
+                    .core
+                    .port(entry.port)
+                    .map_or_else(|| entry.port.to_string(), |p| p.name.clone()),
+                vlan,
+                mac: format_mac(&mac),
+                age_secs: (now.millis().saturating_sub(entry.last_seen.millis())) / 1000,
+            })
+            .collect()
+    }
+
+    pub fn fdb_flush(&mut self, bridge: Option<&str>) {
+        for (name, runtime) in &mut self.bridges {
+            if bridge.is_none_or(|b| b == name) {
+                runtime.core.flush_macs();
+            }
+        }
+    }
+
+    pub fn stats(&self, bridge: &str, port: Option<&str>) -> Vec<PortStats> {
+        let Some(runtime) = self.bridges.get(bridge) else { return vec![] };
+        runtime
+            .core
+            .ports()
+            .filter(|(_, p)| port.is_none_or(|name| name == p.name))
+            .map(|(ofport, p)| {
+                let c = &p.counters;
+                let drop_reasons = DropReason::ALL
+                    .iter()
+                    .filter(|r| c.drop_count(**r) > 0)
+                    .map(|r| (r.name().to_owned(), c.drop_count(*r)))
+                    .collect();
+                let malformed = Malformation::ALL
+                    .iter()
+                    .zip(c.malformed)
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(m, n)| (m.name().to_owned(), n))
+                    .collect();
+                PortStats {
+                    port: p.name.clone(),
+                    ofport,
+                    rx_packets: c.rx_packets,
+                    rx_bytes: c.rx_bytes,
+                    rx_dropped: c.rx_dropped(),
+                    tx_packets: c.tx_packets,
+                    tx_bytes: c.tx_bytes,
+                    tx_dropped: c.tx_dropped,
+                    drop_reasons,
+                    malformed,
+                }
+            })
+            .collect()
+    }
+
+    fn handle(&mut self, request: Request) {
+        // A requester that went away no longer wants the answer.
+        match request {
+            Request::Reconfigure { config, devices, done } => {
+                self.reconfigure(&config, devices);
+                let _ = done.send(());
+            }
+            Request::Inject { bridge, port, frames, done } => {
+                let _ = done.send(self.inject(&bridge, &port, frames));
+            }
+            Request::TimeWarp { msecs, done } => {
+                self.time_warp(msecs);
+                let _ = done.send(());
+            }
+            Request::PortErrors { done } => {
+                let _ = done.send(self.port_errors());
+            }
+            Request::Fdb { bridge, done } => {
+                let _ = done.send(self.fdb(&bridge));
+            }
+            Request::FdbFlush { bridge, done } => {
+                self.fdb_flush(bridge.as_deref());
+                let _ = done.send(());
+            }
+            Request::Stats { bridge, port, done } => {
+                let _ = done.send(self.stats(&bridge, port.as_deref()));
+            }
+        }
+    }
+}
+
+/// The control plane's end of the datapath thread.
+#[derive(Clone)]
+pub struct DatapathHandle {
+    requests: Sender<Request>,
+}
+
+impl DatapathHandle {
+    /// Starts the forwarding thread; it ends, dropping (and so flushing and
+    /// closing) every device, once every handle is gone.
+    pub fn spawn() -> std::io::Result<(DatapathHandle, thread::JoinHandle<()>)> {
+        let (requests, inbox): (Sender<Request>, Receiver<Request>) = unbounded();
+        let thread = thread::Builder::new().name("datapath".into()).spawn(move || {
+            let mut datapath = Datapath::default();
+            while let Ok(request) = inbox.recv() {
+                datapath.handle(request);
+            }
+        })?;
+        Ok((DatapathHandle { requests }, thread))
+    }
+
+    /// Sends a request built around a reply channel and awaits the reply.
+    pub async fn call<T>(&self, build: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, RpcError> {
+        let (done, reply) = oneshot::channel();
+        let gone = || RpcError::new(ErrorCode::Internal, "the datapath thread has stopped; restart vswitchd");
+        self.requests.send(build(done)).map_err(|_| gone())?;
+        reply.await.map_err(|_| gone())
+    }
+}

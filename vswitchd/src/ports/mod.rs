@@ -1,0 +1,141 @@
+//! Port drivers: every kind of port behind one trait, in the manner of OVS's
+//! `lib/netdev-provider.h`.
+//!
+//! Ownership: a device is opened by the control plane while a transaction is
+//! being prepared (so that a bad path or a missing device fails the command
+//! and leaves the configuration as it was), then handed to the datapath
+//! thread, which owns it from then on and drops it when the port goes away.
+//!
+//! Batching: the datapath hands a device a whole [`TxQueue`] per batch and
+//! takes received frames up to a batch at a time. Neither call may block:
+//! a device that cannot take more frames says how many it took and the rest
+//! are counted as `tx_dropped`; a device with nothing to receive returns 0.
+
+pub mod pcap;
+
+use std::collections::VecDeque;
+
+use proto::{ErrorCode, RpcError};
+
+use crate::config::InterfaceConfig;
+
+/// Frames move in batches of this many.
+pub const BATCH_SIZE: usize = 32;
+
+pub trait PortDevice: Send {
+    /// Sends the queued frames; returns how many the device took.
+    fn send_batch(&mut self, frames: &TxQueue) -> usize;
+
+    /// Moves up to `max` received frames into `out`; returns how many.
+    fn recv_batch(&mut self, out: &mut Vec<Vec<u8>>, max: usize) -> usize;
+
+    /// `None` while the device works; otherwise why it does not, in words
+    /// that `vsctl show` prints.
+    fn error(&self) -> Option<String>;
+}
+
+/// The frames switched to one port during a batch, in one buffer.
+#[derive(Debug, Default)]
+pub struct TxQueue {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl TxQueue {
+    pub fn push(&mut self, frame: &[u8]) {
+        self.data.extend_from_slice(frame);
+        self.ends.push(self.data.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(s, e)| &self.data[s..e])
+    }
+}
+
+/// A port whose type this build cannot drive yet, or whose device could not
+/// be opened: it exists in the configuration, forwards nothing, and says why.
+pub struct Unavailable {
+    reason: String,
+}
+
+impl Unavailable {
+    pub fn new(reason: impl Into<String>) -> Unavailable {
+        Unavailable { reason: reason.into() }
+    }
+}
+
+impl PortDevice for Unavailable {
+    fn send_batch(&mut self, _frames: &TxQueue) -> usize {
+        0
+    }
+
+    fn recv_batch(&mut self, _out: &mut Vec<Vec<u8>>, _max: usize) -> usize {
+        0
+    }
+
+    fn error(&self) -> Option<String> {
+        Some(self.reason.clone())
+    }
+}
+
+/// Opens the device an interface's configuration describes. An error here
+/// fails the transaction that asked for it.
+pub fn open(port: &str, interface: &InterfaceConfig) -> Result<Box<dyn PortDevice>, RpcError> {
+    match interface.kind() {
+        "pcap" => Ok(Box::new(pcap::PcapDevice::open(port, &interface.options)?)),
+        kind => Ok(Box::new(Unavailable::new(format!(
+            "interface type {kind} is not supported by this vswitchd yet: only type=pcap ports carry traffic"
+        )))),
+    }
+}
+
+pub(crate) fn device_error(message: String) -> RpcError {
+    RpcError::new(ErrorCode::InvalidValue, message)
+}
+
+/// Received frames waiting for the datapath, for devices that are fed all
+/// at once (a pcap's rx file).
+#[derive(Debug, Default)]
+pub struct RxQueue(VecDeque<Vec<u8>>);
+
+impl RxQueue {
+    pub fn extend(&mut self, frames: impl IntoIterator<Item = Vec<u8>>) {
+        self.0.extend(frames);
+    }
+
+    pub fn drain_into(&mut self, out: &mut Vec<Vec<u8>>, max: usize) -> usize {
+        let n = max.min(self.0.len());
+        out.extend(self.0.drain(..n));
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tx_queue_keeps_frame_boundaries() {
+        let mut q = TxQueue::default();
+        q.push(b"one");
+        q.push(b"");
+        q.push(b"three");
+        assert_eq!(q.iter().collect::<Vec<_>>(), vec![&b"one"[..], b"", b"three"]);
+        q.clear();
+        assert!(q.is_empty());
+    }
+}
