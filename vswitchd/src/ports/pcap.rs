@@ -45,9 +45,12 @@ impl PcapDevice {
                 let file = File::create(path).map_err(|e| {
                     device_error(format!("port {port}: cannot create options:tx_pcap {path}: {e}"))
                 })?;
-                let writer = PcapWriter::new(BufWriter::new(file)).map_err(|e| {
-                    device_error(format!("port {port}: cannot write options:tx_pcap {path}: {e}"))
-                })?;
+                // Flushed now so that a port that never sends still has a
+                // readable, empty capture.
+                let writer =
+                    PcapWriter::new(BufWriter::new(file)).and_then(|mut w| w.flush().map(|()| w)).map_err(
+                        |e| device_error(format!("port {port}: cannot write options:tx_pcap {path}: {e}")),
+                    )?;
                 Some((PathBuf::from(path), writer))
             }
             None => None,
