@@ -94,6 +94,8 @@ pub struct Bridge {
     settings: BridgeSettings,
     /// Frames forwarded to at least one port.
     pub forwarded: u64,
+    /// The key of the frame being switched, refilled per frame.
+    key: FlowKey,
     scratch: Vec<u8>,
 }
 
@@ -110,6 +112,7 @@ impl Bridge {
             mac: MacTable::new(settings.mac_table_size, settings.mac_aging_secs),
             settings,
             forwarded: 0,
+            key: FlowKey::default(),
             scratch: Vec::with_capacity(2048),
         }
     }
@@ -226,9 +229,9 @@ impl Bridge {
         frame: &[u8],
         tx: &mut impl Transmit,
     ) -> Result<u16, DropReason> {
-        let (key, l2) = FlowKey::extract(frame, in_port)?;
+        let l2 = self.key.extract_into(frame, in_port)?;
         let input = self.ports[usize::from(in_port)].as_mut().expect("checked by receive");
-        if let Some(m) = key.malformed {
+        if let Some(m) = self.key.malformed {
             input.counters.malformed[m as usize] += 1;
         }
         if !self.settings.forward_bpdu && is_reserved_multicast(&l2.dst) {
@@ -391,5 +394,71 @@ mod tests {
         send(&mut br, 0, 2, &frame(BROADCAST, B));
         br.set_port(2, "p2", PortVlan::new(Some(0), &[], Some(VlanMode::Access)));
         assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(B, A))), vec![2, 3]);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn vlan_policy() -> impl Strategy<Value = PortVlan> {
+            (proptest::option::of(0u16..8), proptest::collection::vec(0u16..8, 0..3), 0u8..5).prop_map(
+                |(tag, trunks, mode)| {
+                    let mode =
+                        [None, Some(VlanMode::Access), Some(VlanMode::Trunk), Some(VlanMode::NativeTagged)]
+                            .get(usize::from(mode))
+                            .copied()
+                            .flatten();
+                    PortVlan::new(tag, &trunks, mode)
+                },
+            )
+        }
+
+        /// Frames that are mostly well-formed Ethernet with few MACs (so
+        /// learning and lookups hit), tags and IP, and sometimes garbage.
+        fn frame() -> impl Strategy<Value = Vec<u8>> {
+            let mac = (0u8..4, any::<bool>()).prop_map(|(n, multicast)| [u8::from(multicast), 0, 0, 0, 0, n]);
+            let tag = proptest::option::of((prop_oneof![Just(0x8100u16), Just(0x88a8)], 0u16..8));
+            let tail = proptest::collection::vec(any::<u8>(), 0..80);
+            prop_oneof![
+                (mac.clone(), mac, tag, tail).prop_map(|(dst, src, tag, tail)| {
+                    let mut f = dst.to_vec();
+                    f.extend_from_slice(&src);
+                    if let Some((tpid, vid)) = tag {
+                        f.extend_from_slice(&tpid.to_be_bytes());
+                        f.extend_from_slice(&vid.to_be_bytes());
+                    }
+                    f.extend_from_slice(&[0x08, 0x00]);
+                    f.extend_from_slice(&tail);
+                    f
+                }),
+                proptest::collection::vec(any::<u8>(), 0..40),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn every_frame_is_forwarded_or_counted(
+                policies in proptest::collection::vec(vlan_policy(), 1..5),
+                traffic in proptest::collection::vec((0u16..6, frame(), 0u64..400_000), 1..64),
+            ) {
+                let mut br = bridge_with(&policies);
+                let mut out = Vec::new();
+                let mut now = 0;
+                let mut received = 0;
+                for (port, f, dt) in &traffic {
+                    now += dt;
+                    let port = port % policies.len() as u16 + 1;
+                    let before = out.len();
+                    br.receive_batch(Timestamp::from_millis(now), port, [f.as_slice()], &mut out);
+                    received += 1;
+                    prop_assert!(out[before..].iter().all(|(p, _)| *p != port), "a frame went back out of port {}", port);
+                }
+                let dropped: u64 = br.ports().map(|(_, p)| p.counters.rx_dropped()).sum();
+                prop_assert_eq!(br.forwarded + dropped, received);
+                let tx: u64 = br.ports().map(|(_, p)| p.counters.tx_packets).sum();
+                prop_assert_eq!(tx, out.len() as u64);
+                prop_assert!(br.mac_table().len() <= br.mac_table().capacity());
+            }
+        }
     }
 }
