@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit, property, golden and
+# end-to-end tests, and a build of the benches. Exits non-zero on any failure.
+#
+# As root on Debian it first installs what the end-to-end tests use; as root
+# the namespace tests run, never skip. Without root they skip, saying so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    packages=(iproute2 iputils-ping iperf3 tcpdump procps ethtool)
+    missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "== installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -q -- -D warnings
+echo "== benches build"
+cargo bench --workspace --no-run -q
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --profile "${NEXTEST_PROFILE:-ci}"
+else
+    cargo test --workspace
+fi
