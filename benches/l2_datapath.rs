@@ -5,28 +5,29 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vswitchd::core::bridge::{Bridge, Transmit};
+use vswitchd::core::offload::Offload;
 use vswitchd::core::vlan::PortVlan;
 use vswitchd::core::Timestamp;
-use vswitchd::ports::{TxQueue, BATCH_SIZE};
+use vswitchd::ports::{PacketBatch, BATCH_SIZE};
 
 const PORTS: u16 = 4;
 const HOSTS: usize = 1000;
 
-struct Queues(Vec<TxQueue>);
+struct Queues(Vec<PacketBatch>);
 
 impl Transmit for Queues {
-    fn transmit(&mut self, port: u16, frame: &[u8]) {
-        self.0[usize::from(port)].push(frame);
+    fn transmit(&mut self, port: u16, frame: &[u8], offload: &Offload) {
+        self.0[usize::from(port)].push(frame, offload);
     }
 }
 
 impl Queues {
     fn new() -> Queues {
-        Queues((0..=PORTS).map(|_| TxQueue::default()).collect())
+        Queues((0..=PORTS).map(|_| PacketBatch::default()).collect())
     }
 
     fn drain(&mut self) {
-        self.0.iter_mut().for_each(TxQueue::clear);
+        self.0.iter_mut().for_each(PacketBatch::clear);
     }
 }
 
@@ -60,7 +61,7 @@ fn learned_bridge(vlans: impl Fn(u16) -> PortVlan) -> Bridge {
     let mut sink = Queues::new();
     for i in 0..HOSTS {
         let hello = frame([0xff; 6], host_mac(i), None);
-        bridge.receive(Timestamp::from_millis(0), host_port(i), &hello, &mut sink);
+        bridge.receive(Timestamp::from_millis(0), host_port(i), hello.as_slice().into(), &mut sink);
         sink.drain();
     }
     assert_eq!(bridge.mac_table().len(), HOSTS);

@@ -2,35 +2,51 @@
 //! device, and is the only thread that touches them, so nothing on the
 //! per-packet path takes a lock.
 //!
-//! The control plane talks to it through a channel of [`Request`]s, each
-//! carrying a reply channel: a new configuration with the devices opened for
-//! it, frames to inject, and queries of live state. Requests are handled
-//! between batches, in order, which is what makes a replay acknowledged
-//! only once every frame has been switched.
+//! The loop waits in epoll on every device that can receive and on an
+//! eventfd that the control plane signals after queueing a [`Request`]
+//! (a new configuration with the devices opened for it, frames to inject,
+//! a query of live state). It wakes only when there is work: an idle switch
+//! costs nothing. Under load, epoll is level-triggered, so a port with more
+//! waiting is reported again at once; each wake takes a few batches from
+//! each ready port, round-robin, so no port starves the others. About once
+//! a second devices are maintained (a vanished interface goes down, a
+//! returning one is reopened).
 //!
-//! Its clock is a monotonic clock plus a warp offset that only grows
+//! Requests are handled between batches, in order, which is what makes a
+//! replay acknowledged only once every frame has been switched.
+//!
+//! The clock is a monotonic clock plus a warp offset that only grows
 //! (`vsctl time-warp`), so aging can be tested without waiting.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use proto::{ErrorCode, FdbEntry, PortStats, ReplayReply, RpcError};
 use tokio::sync::oneshot;
 
 use crate::config::{Config, InterfaceConfig};
 use crate::core::bridge::{Bridge, Transmit};
+use crate::core::offload::Offload;
 use crate::core::packet::{format_mac, Malformation};
 use crate::core::{DropReason, Timestamp};
-use crate::ports::{PortDevice, TxQueue, BATCH_SIZE};
+use crate::ports::{PacketBatch, PortDevice, BATCH_SIZE};
 
 /// Devices opened for a new configuration, by (bridge, port).
 pub type NewDevices = HashMap<(String, String), Box<dyn PortDevice>>;
 
 /// Each port's error, by (bridge, port); absent while it works.
 pub type PortErrors = HashMap<(String, String), String>;
+
+/// Batches taken from one ready port per wake, before the others get a turn.
+const BATCHES_PER_WAKE: usize = 4;
+const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+const WAKE_TOKEN: u64 = u64::MAX;
 
 pub enum Request {
     Reconfigure {
@@ -68,7 +84,6 @@ pub enum Request {
 
 struct PortRuntime {
     ofport: u16,
-    interface: InterfaceConfig,
     device: Box<dyn PortDevice>,
 }
 
@@ -79,15 +94,15 @@ struct BridgeRuntime {
 
 /// Per-port transmit queues of one bridge, indexed by OpenFlow port number.
 #[derive(Default)]
-struct TxQueues(Vec<TxQueue>);
+struct TxQueues(Vec<PacketBatch>);
 
 impl Transmit for TxQueues {
-    fn transmit(&mut self, port: u16, frame: &[u8]) {
+    fn transmit(&mut self, port: u16, frame: &[u8], offload: &Offload) {
         let i = usize::from(port);
         if self.0.len() <= i {
-            self.0.resize_with(i + 1, TxQueue::default);
+            self.0.resize_with(i + 1, PacketBatch::default);
         }
-        self.0[i].push(frame);
+        self.0[i].push(frame, offload);
     }
 }
 
@@ -96,7 +111,7 @@ pub struct Datapath {
     origin: Instant,
     warp_ms: u64,
     tx: TxQueues,
-    rx: Vec<Vec<u8>>,
+    rx: PacketBatch,
 }
 
 impl Default for Datapath {
@@ -106,7 +121,7 @@ impl Default for Datapath {
             origin: Instant::now(),
             warp_ms: 0,
             tx: TxQueues::default(),
-            rx: Vec::with_capacity(BATCH_SIZE),
+            rx: PacketBatch::default(),
         }
     }
 }
@@ -143,19 +158,9 @@ impl Datapath {
             for (pname, pconfig) in &bconfig.ports {
                 let key = (bname.clone(), pname.clone());
                 match (devices.remove(&key), runtime.ports.get_mut(pname)) {
-                    (Some(device), Some(port)) => {
-                        port.device = device;
-                        port.interface = pconfig.interface.clone();
-                    }
+                    (Some(device), Some(port)) => port.device = device,
                     (Some(device), None) => {
-                        runtime.ports.insert(
-                            pname.clone(),
-                            PortRuntime {
-                                ofport: pconfig.ofport,
-                                interface: pconfig.interface.clone(),
-                                device,
-                            },
-                        );
+                        runtime.ports.insert(pname.clone(), PortRuntime { ofport: pconfig.ofport, device });
                     }
                     (None, Some(_)) => {}
                     (None, None) => {
@@ -166,7 +171,7 @@ impl Datapath {
                 runtime.core.set_port(pconfig.ofport, pname, pconfig.vlan());
             }
         }
-        self.poll_all();
+        self.drain_all();
     }
 
     /// Which ports of `new` need a device opened: new ones, and those whose
@@ -184,37 +189,38 @@ impl Datapath {
         out
     }
 
-    /// Receives from every device until none has anything left.
-    fn poll_all(&mut self) {
-        let now = self.now();
-        let names: Vec<String> = self.bridges.keys().cloned().collect();
-        for bname in names {
-            let runtime = self.bridges.get_mut(&bname).expect("listed above");
-            let ports: Vec<String> = runtime.ports.keys().cloned().collect();
-            for pname in ports {
-                loop {
-                    let runtime = self.bridges.get_mut(&bname).expect("listed above");
-                    let port = runtime.ports.get_mut(&pname).expect("listed above");
-                    self.rx.clear();
-                    if port.device.recv_batch(&mut self.rx, BATCH_SIZE) == 0 {
-                        break;
-                    }
-                    let ofport = port.ofport;
-                    let frames = std::mem::take(&mut self.rx);
-                    self.switch_batch(&bname, ofport, now, &frames);
-                    self.rx = frames;
-                }
-            }
+    /// Receives from every device until none has anything waiting.
+    fn drain_all(&mut self) {
+        let ports: Vec<(String, String)> = self
+            .bridges
+            .iter()
+            .flat_map(|(b, rt)| rt.ports.keys().map(move |p| (b.clone(), p.clone())))
+            .collect();
+        for (bridge, port) in ports {
+            while self.receive_from(&bridge, &port) == BATCH_SIZE {}
         }
     }
 
-    /// Switches one batch received on `ofport` and hands each output
-    /// port's queue to its device.
-    fn switch_batch(&mut self, bridge: &str, ofport: u16, now: Timestamp, frames: &[Vec<u8>]) {
-        let Some(runtime) = self.bridges.get_mut(bridge) else { return };
-        runtime.core.receive_batch(now, ofport, frames.iter().map(Vec::as_slice), &mut self.tx);
+    /// Takes one batch from a port's device and switches it; returns how
+    /// many frames it took.
+    fn receive_from(&mut self, bridge: &str, port: &str) -> usize {
+        let now = self.now();
+        let Some(runtime) = self.bridges.get_mut(bridge) else { return 0 };
+        let Some(input) = runtime.ports.get_mut(port) else { return 0 };
+        self.rx.clear();
+        let n = input.device.recv_batch(&mut self.rx);
+        if n > 0 {
+            let ofport = input.ofport;
+            runtime.core.receive_batch(now, ofport, self.rx.iter(), &mut self.tx);
+            Self::transmit_queued(runtime, &mut self.tx);
+        }
+        n
+    }
+
+    /// Hands each output port's queue to its device.
+    fn transmit_queued(runtime: &mut BridgeRuntime, tx: &mut TxQueues) {
         for port in runtime.ports.values_mut() {
-            let Some(queue) = self.tx.0.get_mut(usize::from(port.ofport)) else { continue };
+            let Some(queue) = tx.0.get_mut(usize::from(port.ofport)) else { continue };
             if queue.is_empty() {
                 continue;
             }
@@ -226,7 +232,7 @@ impl Datapath {
             queue.clear();
         }
         // Frames for ports that vanished in between are forgotten.
-        self.tx.0.iter_mut().for_each(TxQueue::clear);
+        tx.0.iter_mut().for_each(PacketBatch::clear);
     }
 
     pub fn inject(
@@ -249,7 +255,9 @@ impl Datapath {
         let (forwarded_before, dropped_before) = counters(self);
         for chunk in frames.chunks(BATCH_SIZE) {
             let now = self.now();
-            self.switch_batch(bridge, ofport, now, chunk);
+            let runtime = self.bridges.get_mut(bridge).expect("checked above");
+            runtime.core.receive_batch(now, ofport, chunk.iter().map(Vec::as_slice), &mut self.tx);
+            Self::transmit_queued(runtime, &mut self.tx);
         }
         let (forwarded, dropped) = counters(self);
         Ok(ReplayReply {
@@ -366,12 +374,132 @@ impl Datapath {
             }
         }
     }
+
+    fn maintain(&mut self) {
+        for runtime in self.bridges.values_mut() {
+            for port in runtime.ports.values_mut() {
+                port.device.maintain();
+            }
+        }
+    }
+
+    /// Every receiving device's descriptor, with the port it belongs to.
+    fn rx_fds(&self) -> HashMap<RawFd, (String, String)> {
+        let mut fds = HashMap::new();
+        for (bname, runtime) in &self.bridges {
+            for (pname, port) in &runtime.ports {
+                if let Some(fd) = port.device.rx_fd() {
+                    fds.insert(fd, (bname.clone(), pname.clone()));
+                }
+            }
+        }
+        fds
+    }
+}
+
+/// The epoll set of the datapath thread and which port each descriptor is.
+struct Readiness {
+    epoll: Epoll,
+    ports: HashMap<RawFd, (String, String)>,
+}
+
+impl Readiness {
+    fn new(wake: &EventFd) -> nix::Result<Readiness> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN))?;
+        Ok(Readiness { epoll, ports: HashMap::new() })
+    }
+
+    /// Brings the epoll set in line with the devices' current descriptors.
+    /// A descriptor number can be reused by a new device, so survivors are
+    /// re-registered rather than trusted.
+    fn sync(&mut self, current: HashMap<RawFd, (String, String)>) {
+        for fd in self.ports.keys() {
+            if !current.contains_key(fd) {
+                // SAFETY: only used for the duration of this call; if the fd
+                // was already closed the kernel dropped it from the set and
+                // EPOLL_CTL_DEL fails harmlessly with EBADF or ENOENT.
+                let _ = self.epoll.delete(unsafe { BorrowedFd::borrow_raw(*fd) });
+            }
+        }
+        for fd in current.keys() {
+            // SAFETY: the device that owns this descriptor is alive for the
+            // duration of the call (it is in `current`, built from the devices).
+            let borrowed = unsafe { BorrowedFd::borrow_raw(*fd) };
+            let event = EpollEvent::new(EpollFlags::EPOLLIN, *fd as u64);
+            if self.epoll.modify(borrowed, &mut event.clone()).is_err() {
+                if let Err(e) = self.epoll.add(borrowed, event) {
+                    tracing::warn!("cannot watch a port's descriptor: {e}");
+                }
+            }
+        }
+        self.ports = current;
+    }
+}
+
+fn run(inbox: Receiver<Request>, wake: Arc<EventFd>) {
+    let mut datapath = Datapath::default();
+    let mut readiness = match Readiness::new(&wake) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("the datapath cannot create its epoll set: {e}");
+            return;
+        }
+    };
+    let mut events = vec![EpollEvent::empty(); 64];
+    let mut next_maintenance = Instant::now() + MAINTAIN_EVERY;
+    loop {
+        let mut changed = false;
+        loop {
+            match inbox.try_recv() {
+                Ok(request) => {
+                    changed |= matches!(request, Request::Reconfigure { .. });
+                    datapath.handle(request);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        let now = Instant::now();
+        if now >= next_maintenance {
+            datapath.maintain();
+            next_maintenance = now + MAINTAIN_EVERY;
+            changed = true;
+        }
+        if changed {
+            readiness.sync(datapath.rx_fds());
+        }
+        let wait_ms = next_maintenance.saturating_duration_since(Instant::now()).as_millis().min(1000) as u16;
+        let n = match readiness.epoll.wait(&mut events, EpollTimeout::from(wait_ms)) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => {
+                tracing::error!("epoll_wait failed: {e}");
+                thread::sleep(Duration::from_millis(10));
+                0
+            }
+        };
+        for event in &events[..n] {
+            let token = event.data();
+            if token == WAKE_TOKEN {
+                let _ = wake.read();
+                continue;
+            }
+            let Some((bridge, port)) = readiness.ports.get(&(token as RawFd)).cloned() else { continue };
+            for _ in 0..BATCHES_PER_WAKE {
+                if datapath.receive_from(&bridge, &port) < BATCH_SIZE {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// The control plane's end of the datapath thread.
 #[derive(Clone)]
 pub struct DatapathHandle {
     requests: Sender<Request>,
+    wake: Arc<EventFd>,
 }
 
 impl DatapathHandle {
@@ -379,13 +507,10 @@ impl DatapathHandle {
     /// closing) every device, once every handle is gone.
     pub fn spawn() -> std::io::Result<(DatapathHandle, thread::JoinHandle<()>)> {
         let (requests, inbox): (Sender<Request>, Receiver<Request>) = unbounded();
-        let thread = thread::Builder::new().name("datapath".into()).spawn(move || {
-            let mut datapath = Datapath::default();
-            while let Ok(request) = inbox.recv() {
-                datapath.handle(request);
-            }
-        })?;
-        Ok((DatapathHandle { requests }, thread))
+        let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
+        let thread_wake = wake.clone();
+        let thread = thread::Builder::new().name("datapath".into()).spawn(move || run(inbox, thread_wake))?;
+        Ok((DatapathHandle { requests, wake }, thread))
     }
 
     /// Sends a request built around a reply channel and awaits the reply.
@@ -393,6 +518,16 @@ impl DatapathHandle {
         let (done, reply) = oneshot::channel();
         let gone = || RpcError::new(ErrorCode::Internal, "the datapath thread has stopped; restart vswitchd");
         self.requests.send(build(done)).map_err(|_| gone())?;
+        let _ = self.wake.write(1);
         reply.await.map_err(|_| gone())
+    }
+}
+
+impl Drop for DatapathHandle {
+    fn drop(&mut self) {
+        // Wake the thread so it notices the last handle went away.
+        if Arc::strong_count(&self.wake) <= 2 {
+            let _ = self.wake.write(1);
+        }
     }
 }

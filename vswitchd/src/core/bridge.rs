@@ -16,20 +16,36 @@
 //! plain integers: a bridge is owned by one thread.
 
 use super::mac_learning::{MacTable, DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
-use super::packet::{self, is_multicast, is_reserved_multicast, FlowKey, L2Header, Malformation};
+use super::offload::Offload;
+use super::packet::{
+    is_multicast, is_reserved_multicast, needs_retag, retag, FlowKey, L2Header, Malformation,
+};
 use super::vlan::PortVlan;
 use super::{DropReason, Timestamp};
 
 /// Where frames leave the core; the shell queues them per port and hands
 /// each queue to its device once the batch is done.
 pub trait Transmit {
-    fn transmit(&mut self, port: u16, frame: &[u8]);
+    fn transmit(&mut self, port: u16, frame: &[u8], offload: &Offload);
 }
 
-/// A transmit sink that keeps every frame, for tests and benches.
+/// A transmit sink that keeps every frame, for tests.
 impl Transmit for Vec<(u16, Vec<u8>)> {
-    fn transmit(&mut self, port: u16, frame: &[u8]) {
+    fn transmit(&mut self, port: u16, frame: &[u8], _offload: &Offload) {
         self.push((port, frame.to_vec()));
+    }
+}
+
+/// A received frame and what its device said about offloads.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    pub data: &'a [u8],
+    pub offload: Offload,
+}
+
+impl<'a> From<&'a [u8]> for Packet<'a> {
+    fn from(data: &'a [u8]) -> Self {
+        Packet { data, offload: Offload::NONE }
     }
 }
 
@@ -180,16 +196,16 @@ impl Bridge {
 
     /// Switches a batch of frames received on `in_port`. Aging runs once per
     /// batch; lookups never use an aged entry in between.
-    pub fn receive_batch<'a>(
+    pub fn receive_batch<'a, P: Into<Packet<'a>>>(
         &mut self,
         now: Timestamp,
         in_port: u16,
-        frames: impl IntoIterator<Item = &'a [u8]>,
+        packets: impl IntoIterator<Item = P>,
         tx: &mut impl Transmit,
     ) {
         self.mac.expire(now);
-        for frame in frames {
-            self.receive(now, in_port, frame, tx);
+        for packet in packets {
+            self.receive(now, in_port, packet.into(), tx);
         }
     }
 
@@ -199,15 +215,15 @@ impl Bridge {
         &mut self,
         now: Timestamp,
         in_port: u16,
-        frame: &[u8],
+        packet: Packet,
         tx: &mut impl Transmit,
     ) -> Disposition {
         let Some(Some(input)) = self.ports.get_mut(usize::from(in_port)) else {
             return Disposition::Dropped(DropReason::NoDestination);
         };
         input.counters.rx_packets += 1;
-        input.counters.rx_bytes += frame.len() as u64;
-        let disposition = match self.normal(now, in_port, frame, tx) {
+        input.counters.rx_bytes += packet.data.len() as u64;
+        let disposition = match self.normal(now, in_port, packet, tx) {
             Ok(outputs) => {
                 self.forwarded += 1;
                 Disposition::Forwarded { outputs }
@@ -226,10 +242,10 @@ impl Bridge {
         &mut self,
         now: Timestamp,
         in_port: u16,
-        frame: &[u8],
+        packet: Packet,
         tx: &mut impl Transmit,
     ) -> Result<u16, DropReason> {
-        let l2 = self.key.extract_into(frame, in_port)?;
+        let l2 = self.key.extract_into(packet.data, in_port)?;
         let input = self.ports[usize::from(in_port)].as_mut().expect("checked by receive");
         if let Some(m) = self.key.malformed {
             input.counters.malformed[m as usize] += 1;
@@ -245,14 +261,14 @@ impl Bridge {
                 if out == in_port {
                     return Err(DropReason::SamePort);
                 }
-                if self.output(out, vlan, frame, &l2, tx) {
+                if self.output(out, vlan, &packet, &l2, tx) {
                     return Ok(1);
                 }
             }
         }
         let mut outputs = 0;
         for out in 1..self.ports.len() as u16 {
-            if out != in_port && self.output(out, vlan, frame, &l2, tx) {
+            if out != in_port && self.output(out, vlan, &packet, &l2, tx) {
                 outputs += 1;
             }
         }
@@ -264,7 +280,14 @@ impl Bridge {
 
     /// Sends the frame of `vlan` out of `port` if the port carries that
     /// VLAN, tagged as the port wants it.
-    fn output(&mut self, port: u16, vlan: u16, frame: &[u8], l2: &L2Header, tx: &mut impl Transmit) -> bool {
+    fn output(
+        &mut self,
+        port: u16,
+        vlan: u16,
+        packet: &Packet,
+        l2: &L2Header,
+        tx: &mut impl Transmit,
+    ) -> bool {
         let Some(Some(out)) = self.ports.get_mut(usize::from(port)) else {
             return false;
         };
@@ -272,15 +295,17 @@ impl Bridge {
             return false;
         }
         let vid = out.vlan.egress(vlan);
-        let bytes = if packet::needs_retag(l2, vid) {
-            packet::retag(frame, l2, vid, &mut self.scratch);
+        let mut offload = packet.offload;
+        let bytes = if needs_retag(l2, vid) {
+            retag(packet.data, l2, vid, &mut self.scratch);
+            offload.shift(self.scratch.len() as i32 - packet.data.len() as i32);
             &self.scratch[..]
         } else {
-            frame
+            packet.data
         };
         out.counters.tx_packets += 1;
         out.counters.tx_bytes += bytes.len() as u64;
-        tx.transmit(port, bytes);
+        tx.transmit(port, bytes, &offload);
         true
     }
 }

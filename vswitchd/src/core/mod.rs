@@ -7,6 +7,7 @@
 
 pub mod bridge;
 pub mod mac_learning;
+pub mod offload;
 pub mod packet;
 pub mod vlan;
 

@@ -6,7 +6,7 @@
 //! and leaves the configuration as it was), then handed to the datapath
 //! thread, which owns it from then on and drops it when the port goes away.
 //!
-//! Batching: the datapath hands a device a whole [`TxQueue`] per batch and
+//! Batching: the datapath hands a device a whole [`PacketBatch`] per batch and
 //! takes received frames up to a batch at a time. Neither call may block:
 //! a device that cannot take more frames says how many it took and the rest
 //! are counted as `tx_dropped`; a device with nothing to receive returns 0.
@@ -14,37 +14,55 @@
 pub mod pcap;
 
 use std::collections::VecDeque;
+use std::os::fd::RawFd;
 
 use proto::{ErrorCode, RpcError};
 
 use crate::config::InterfaceConfig;
+use crate::core::bridge::Packet;
+use crate::core::offload::Offload;
 
 /// Frames move in batches of this many.
 pub const BATCH_SIZE: usize = 32;
 
 pub trait PortDevice: Send {
     /// Sends the queued frames; returns how many the device took.
-    fn send_batch(&mut self, frames: &TxQueue) -> usize;
+    fn send_batch(&mut self, frames: &PacketBatch) -> usize;
 
-    /// Moves up to `max` received frames into `out`; returns how many.
-    fn recv_batch(&mut self, out: &mut Vec<Vec<u8>>, max: usize) -> usize;
+    /// Appends up to [`BATCH_SIZE`] received frames to `batch`; returns
+    /// how many (0: nothing waiting).
+    fn recv_batch(&mut self, batch: &mut PacketBatch) -> usize;
 
     /// `None` while the device works; otherwise why it does not, in words
     /// that `vsctl show` prints.
     fn error(&self) -> Option<String>;
+
+    /// The descriptor that becomes readable when frames arrive; `None` for
+    /// devices that are never read that way (or are down).
+    fn rx_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Called about once a second: a device that vanished notices here and
+    /// goes down, one that is down reopens when its interface is back. The
+    /// datapath re-reads [`PortDevice::rx_fd`] afterwards.
+    fn maintain(&mut self) {}
 }
 
-/// The frames switched to one port during a batch, in one buffer.
+/// Frames with their offload metadata in one reusable buffer: what a
+/// device received in one batch, or what was switched to a port.
 #[derive(Debug, Default)]
-pub struct TxQueue {
+pub struct PacketBatch {
     data: Vec<u8>,
     ends: Vec<usize>,
+    offloads: Vec<Offload>,
 }
 
-impl TxQueue {
-    pub fn push(&mut self, frame: &[u8]) {
+impl PacketBatch {
+    pub fn push(&mut self, frame: &[u8], offload: &Offload) {
         self.data.extend_from_slice(frame);
         self.ends.push(self.data.len());
+        self.offloads.push(*offload);
     }
 
     pub fn len(&self) -> usize {
@@ -58,11 +76,15 @@ impl TxQueue {
     pub fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
+        self.offloads.clear();
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+    pub fn iter(&self) -> impl Iterator<Item = Packet<'_>> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(self.ends.iter().copied()).map(|(s, e)| &self.data[s..e])
+        starts
+            .zip(self.ends.iter().copied())
+            .zip(&self.offloads)
+            .map(|((s, e), offload)| Packet { data: &self.data[s..e], offload: *offload })
     }
 }
 
@@ -79,11 +101,11 @@ impl Unavailable {
 }
 
 impl PortDevice for Unavailable {
-    fn send_batch(&mut self, _frames: &TxQueue) -> usize {
+    fn send_batch(&mut self, _frames: &PacketBatch) -> usize {
         0
     }
 
-    fn recv_batch(&mut self, _out: &mut Vec<Vec<u8>>, _max: usize) -> usize {
+    fn recv_batch(&mut self, _batch: &mut PacketBatch) -> usize {
         0
     }
 
@@ -117,9 +139,11 @@ impl RxQueue {
         self.0.extend(frames);
     }
 
-    pub fn drain_into(&mut self, out: &mut Vec<Vec<u8>>, max: usize) -> usize {
-        let n = max.min(self.0.len());
-        out.extend(self.0.drain(..n));
+    pub fn drain_into(&mut self, batch: &mut PacketBatch) -> usize {
+        let n = BATCH_SIZE.min(self.0.len());
+        for frame in self.0.drain(..n) {
+            batch.push(&frame, &Offload::NONE);
+        }
         n
     }
 }
@@ -130,11 +154,13 @@ mod tests {
 
     #[test]
     fn tx_queue_keeps_frame_boundaries() {
-        let mut q = TxQueue::default();
-        q.push(b"one");
-        q.push(b"");
-        q.push(b"three");
-        assert_eq!(q.iter().collect::<Vec<_>>(), vec![&b"one"[..], b"", b"three"]);
+        let mut q = PacketBatch::default();
+        let partial = Offload { needs_csum: true, csum_start: 34, csum_offset: 16, ..Offload::NONE };
+        q.push(b"one", &Offload::NONE);
+        q.push(b"", &partial);
+        q.push(b"three", &Offload::NONE);
+        assert_eq!(q.iter().map(|p| p.data).collect::<Vec<_>>(), vec![&b"one"[..], b"", b"three"]);
+        assert_eq!(q.iter().nth(1).unwrap().offload, partial);
         q.clear();
         assert!(q.is_empty());
     }

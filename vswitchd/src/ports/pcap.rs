@@ -15,8 +15,9 @@ use std::time::SystemTime;
 use proto::pcap::{read_ethernet_file, PcapWriter};
 use proto::RpcError;
 
-use super::{device_error, PortDevice, RxQueue, TxQueue};
+use super::{device_error, PacketBatch, PortDevice, RxQueue};
 use crate::config::Map;
+use crate::core::offload;
 
 pub struct PcapDevice {
     tx: Option<(PathBuf, PcapWriter<BufWriter<File>>)>,
@@ -60,7 +61,7 @@ impl PcapDevice {
 }
 
 impl PortDevice for PcapDevice {
-    fn send_batch(&mut self, frames: &TxQueue) -> usize {
+    fn send_batch(&mut self, frames: &PacketBatch) -> usize {
         let Some((path, writer)) = &mut self.tx else {
             // No tx file: the port is a sink, as OVS's dummy ports are.
             return frames.len();
@@ -70,12 +71,22 @@ impl PortDevice for PcapDevice {
         }
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let mut sent = 0;
-        for frame in frames.iter() {
-            if let Err(e) = writer.write(now, frame) {
+        for packet in frames.iter() {
+            // A capture holds frames as a wire would: checksummed, and
+            // segmented to the MSS.
+            let mut written = Ok(());
+            let finished = offload::finish(packet.data, &packet.offload, &mut |frame| {
+                if written.is_ok() {
+                    written = writer.write(now, frame);
+                }
+            });
+            if let Err(e) = written {
                 self.error = Some(format!("cannot write {}: {e}", path.display()));
                 return sent;
             }
-            sent += 1;
+            if finished.is_ok() {
+                sent += 1;
+            }
         }
         if let Err(e) = writer.flush() {
             self.error = Some(format!("cannot write {}: {e}", path.display()));
@@ -85,8 +96,8 @@ impl PortDevice for PcapDevice {
         sent
     }
 
-    fn recv_batch(&mut self, out: &mut Vec<Vec<u8>>, max: usize) -> usize {
-        self.rx.drain_into(out, max)
+    fn recv_batch(&mut self, batch: &mut PacketBatch) -> usize {
+        self.rx.drain_into(batch)
     }
 
     fn error(&self) -> Option<String> {

@@ -1,0 +1,440 @@
+//! Checksum and segmentation offload metadata, and doing the work in
+//! software where a port cannot take it.
+//!
+//! Linux hands a frame to a port with offloads on (a veth's default) before
+//! its TCP checksum is computed and possibly as one 64 KiB "GSO" frame that
+//! a NIC would cut into MSS-sized segments. AF_PACKET with PACKET_VNET_HDR
+//! and TAP with IFF_VNET_HDR say so in a virtio-net header in front of the
+//! frame. [`Offload`] is that header. It travels with the frame through the
+//! switch: an output port that takes offloads (AF_PACKET, TAP) gets it back
+//! and the kernel finishes the job; one that does not (a pcap file) gets the
+//! frame finished here by [`finish`], with every checksum correct and every
+//! segment no larger than the MSS. Dropping the header instead would send
+//! frames with wrong checksums, or larger than the MTU: the classic reason
+//! TCP stalls through userspace switches with offloads on.
+//!
+//! Invariant: `csum_start` and `hdr_len` count from the first byte of the
+//! frame, so re-tagging shifts them ([`Offload::shift`]).
+
+use super::packet::L2Header;
+
+/// The virtio-net header's length without `num_buffers`.
+pub const VNET_HDR_LEN: usize = 10;
+
+const F_NEEDS_CSUM: u8 = 1;
+const F_DATA_VALID: u8 = 2;
+const GSO_NONE: u8 = 0;
+const GSO_TCPV4: u8 = 1;
+const GSO_UDP: u8 = 3;
+const GSO_TCPV6: u8 = 4;
+const GSO_UDP_L4: u8 = 5;
+const GSO_ECN: u8 = 0x80;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gso {
+    None,
+    TcpV4,
+    TcpV6,
+    /// UDP segmentation (UDP_SEGMENT): each segment its own datagram.
+    UdpL4,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offload {
+    /// The transport checksum from `csum_start` to the end is still to be
+    /// computed and stored at `csum_start + csum_offset`; the field holds
+    /// the pseudo-header sum.
+    pub needs_csum: bool,
+    /// The checksums were verified by whoever sent the frame.
+    pub data_valid: bool,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+    pub gso: Gso,
+    pub gso_size: u16,
+    pub hdr_len: u16,
+    pub ecn: bool,
+}
+
+impl Offload {
+    pub const NONE: Offload = Offload {
+        needs_csum: false,
+        data_valid: false,
+        csum_start: 0,
+        csum_offset: 0,
+        gso: Gso::None,
+        gso_size: 0,
+        hdr_len: 0,
+        ecn: false,
+    };
+
+    /// Whether the frame is complete as it stands.
+    pub fn is_done(&self) -> bool {
+        !self.needs_csum && self.gso == Gso::None
+    }
+
+    /// Reads a little-endian virtio-net header (what AF_PACKET and TAP use
+    /// on little-endian hosts). Kinds of GSO it cannot express are refused.
+    pub fn from_virtio(h: &[u8; VNET_HDR_LEN]) -> Result<Offload, OffloadError> {
+        let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
+        let gso = match h[1] & !GSO_ECN {
+            GSO_NONE => Gso::None,
+            GSO_TCPV4 => Gso::TcpV4,
+            GSO_TCPV6 => Gso::TcpV6,
+            GSO_UDP_L4 => Gso::UdpL4,
+            GSO_UDP => return Err(OffloadError::Unsupported),
+            _ => return Err(OffloadError::Unsupported),
+        };
+        Ok(Offload {
+            needs_csum: h[0] & F_NEEDS_CSUM != 0,
+            data_valid: h[0] & F_DATA_VALID != 0,
+            gso,
+            ecn: h[1] & GSO_ECN != 0,
+            hdr_len: u16_at(2),
+            gso_size: u16_at(4),
+            csum_start: u16_at(6),
+            csum_offset: u16_at(8),
+        })
+    }
+
+    pub fn to_virtio(&self) -> [u8; VNET_HDR_LEN] {
+        let mut h = [0u8; VNET_HDR_LEN];
+        h[0] =
+            if self.needs_csum { F_NEEDS_CSUM } else { 0 } | if self.data_valid { F_DATA_VALID } else { 0 };
+        h[1] = match self.gso {
+            Gso::None => GSO_NONE,
+            Gso::TcpV4 => GSO_TCPV4,
+            Gso::TcpV6 => GSO_TCPV6,
+            Gso::UdpL4 => GSO_UDP_L4,
+        } | if self.ecn { GSO_ECN } else { 0 };
+        h[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        h[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        h[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        h[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        h
+    }
+
+    /// Moves the offsets after bytes were inserted (positive) or removed
+    /// (negative) in front of the L3 header, as re-tagging does.
+    pub fn shift(&mut self, delta: i32) {
+        let move_by = |v: u16| (i32::from(v) + delta).clamp(0, i32::from(u16::MAX)) as u16;
+        if self.needs_csum {
+            self.csum_start = move_by(self.csum_start);
+        }
+        if self.hdr_len != 0 {
+            self.hdr_len = move_by(self.hdr_len);
+        }
+    }
+}
+
+impl Default for Offload {
+    fn default() -> Self {
+        Offload::NONE
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffloadError {
+    /// A kind of GSO this switch cannot do in software (UFO).
+    Unsupported,
+    /// The offsets or headers do not describe the frame.
+    Malformed,
+}
+
+/// The one's-complement sum of `data`, not yet folded.
+fn sum(data: &[u8], mut acc: u64) -> u64 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    acc
+}
+
+fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The Internet checksum of `data` (with `acc` already summed in).
+pub fn checksum(data: &[u8], acc: u64) -> u16 {
+    !fold(sum(data, acc))
+}
+
+fn put_u16(buf: &mut [u8], at: usize, v: u16) {
+    buf[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+fn get_u16(buf: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([buf[at], buf[at + 1]])
+}
+
+/// Completes a partial checksum in place.
+fn complete_csum(frame: &mut [u8], start: usize, offset: usize) -> Result<(), OffloadError> {
+    let at = start + offset;
+    if start > frame.len() || at + 2 > frame.len() {
+        return Err(OffloadError::Malformed);
+    }
+    let mut csum = checksum(&frame[start..], 0);
+    // A zero UDP checksum means "none"; offload engines send 0xffff.
+    if csum == 0 && offset == 6 {
+        csum = 0xffff;
+    }
+    put_u16(frame, at, csum);
+    Ok(())
+}
+
+/// Where the headers of a TCP or UDP frame are.
+struct Layout {
+    l3: usize,
+    ipv4: bool,
+    l4: usize,
+    payload: usize,
+}
+
+fn layout(frame: &[u8], tcp: bool) -> Result<Layout, OffloadError> {
+    let l2 = L2Header::parse(frame).map_err(|_| OffloadError::Malformed)?;
+    let l3 = l2.payload_offset;
+    let (ipv4, l4) = match l2.ether_type {
+        0x0800 => {
+            let ihl = usize::from(*frame.get(l3).ok_or(OffloadError::Malformed)? & 0x0f) * 4;
+            (true, l3 + ihl)
+        }
+        // Extension headers between IPv6 and TCP are not segmented here.
+        0x86dd => (false, l3 + 40),
+        _ => return Err(OffloadError::Malformed),
+    };
+    let l4_len =
+        if tcp { usize::from(*frame.get(l4 + 12).ok_or(OffloadError::Malformed)? >> 4) * 4 } else { 8 };
+    let payload = l4 + l4_len;
+    if l4_len < 8 || payload > frame.len() || (!ipv4 && frame[l3 + 6] != if tcp { 6 } else { 17 }) {
+        return Err(OffloadError::Malformed);
+    }
+    Ok(Layout { l3, ipv4, l4, payload })
+}
+
+/// The pseudo-header sum for a transport segment of `l4_len` bytes.
+fn pseudo_sum(seg: &[u8], lay: &Layout, proto: u8, l4_len: usize) -> u64 {
+    let acc = u64::from(proto) + l4_len as u64;
+    if lay.ipv4 {
+        sum(&seg[lay.l3 + 12..lay.l3 + 20], acc)
+    } else {
+        sum(&seg[lay.l3 + 8..lay.l3 + 40], acc)
+    }
+}
+
+/// Fixes the IP header of a segment whose transport part is `l4_len` long.
+fn fix_ip(seg: &mut [u8], lay: &Layout, l4_len: usize, index: u16) {
+    if lay.ipv4 {
+        put_u16(seg, lay.l3 + 2, (lay.l4 - lay.l3 + l4_len) as u16);
+        let id = get_u16(seg, lay.l3 + 4).wrapping_add(index);
+        put_u16(seg, lay.l3 + 4, id);
+        put_u16(seg, lay.l3 + 10, 0);
+        let csum = checksum(&seg[lay.l3..lay.l4], 0);
+        put_u16(seg, lay.l3 + 10, csum);
+    } else {
+        put_u16(seg, lay.l3 + 4, l4_len as u16);
+    }
+}
+
+/// Hands `emit` the frame as a port without offloads must see it: whole,
+/// checksummed, and cut into segments no larger than the MSS.
+pub fn finish(frame: &[u8], offload: &Offload, emit: &mut dyn FnMut(&[u8])) -> Result<(), OffloadError> {
+    match offload.gso {
+        Gso::None => {
+            if offload.needs_csum {
+                let mut copy = frame.to_vec();
+                complete_csum(&mut copy, offload.csum_start.into(), offload.csum_offset.into())?;
+                emit(&copy);
+            } else {
+                emit(frame);
+            }
+            Ok(())
+        }
+        Gso::TcpV4 | Gso::TcpV6 => segment(frame, offload, true, emit),
+        Gso::UdpL4 => segment(frame, offload, false, emit),
+    }
+}
+
+fn segment(
+    frame: &[u8],
+    offload: &Offload,
+    tcp: bool,
+    emit: &mut dyn FnMut(&[u8]),
+) -> Result<(), OffloadError> {
+    let lay = layout(frame, tcp)?;
+    let mss = usize::from(offload.gso_size);
+    if mss == 0 {
+        return Err(OffloadError::Malformed);
+    }
+    let payload = &frame[lay.payload..];
+    let count = payload.len().div_ceil(mss).max(1);
+    let mut seg = Vec::with_capacity(lay.payload + mss);
+    for (i, chunk) in payload.chunks(mss).chain((payload.is_empty()).then_some(&[][..])).enumerate() {
+        seg.clear();
+        seg.extend_from_slice(&frame[..lay.payload]);
+        seg.extend_from_slice(chunk);
+        let l4_len = seg.len() - lay.l4;
+        fix_ip(&mut seg, &lay, l4_len, i as u16);
+        let proto = if tcp { 6 } else { 17 };
+        let csum_at = if tcp {
+            let seq = u32::from_be_bytes(seg[lay.l4 + 4..lay.l4 + 8].try_into().unwrap());
+            seg[lay.l4 + 4..lay.l4 + 8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
+            let flags = lay.l4 + 13;
+            if i + 1 < count {
+                seg[flags] &= !(0x01 | 0x08); // FIN, PSH: last segment only
+            }
+            if i > 0 {
+                seg[flags] &= !0x80; // CWR: first segment only
+            }
+            lay.l4 + 16
+        } else {
+            put_u16(&mut seg, lay.l4 + 4, l4_len as u16);
+            lay.l4 + 6
+        };
+        put_u16(&mut seg, csum_at, 0);
+        let pseudo = pseudo_sum(&seg, &lay, proto, l4_len);
+        let mut csum = checksum(&seg[lay.l4..], pseudo);
+        if !tcp && csum == 0 {
+            csum = 0xffff;
+        }
+        put_u16(&mut seg, csum_at, csum);
+        emit(&seg);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+    fn tcp_frame(payload: &[u8], v6: bool) -> Vec<u8> {
+        let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let ip = if v6 {
+            eth.ipv6(
+                [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                64,
+            )
+        } else {
+            eth.ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
+        };
+        let builder = ip.tcp(40000, 5201, 1000, 65535).psh().ack(77);
+        let mut out = Vec::new();
+        builder.write(&mut out, payload).unwrap();
+        out
+    }
+
+    /// Zeroes the TCP checksum and puts the pseudo-header sum there, as
+    /// the kernel hands a CHECKSUM_PARTIAL frame over.
+    fn make_partial(frame: &mut [u8], v6: bool) -> Offload {
+        let lay = layout(frame, true).unwrap();
+        let l4_len = frame.len() - lay.l4;
+        put_u16(frame, lay.l4 + 16, 0);
+        let pseudo = fold(pseudo_sum(frame, &lay, 6, l4_len));
+        put_u16(frame, lay.l4 + 16, pseudo);
+        Offload {
+            needs_csum: true,
+            csum_start: lay.l4 as u16,
+            csum_offset: 16,
+            gso: if v6 { Gso::TcpV6 } else { Gso::TcpV4 },
+            ..Offload::NONE
+        }
+    }
+
+    fn checksums_ok(seg: &[u8]) -> bool {
+        let p = SlicedPacket::from_ethernet(seg).unwrap();
+        let Some(TransportSlice::Tcp(tcp)) = &p.transport else { return false };
+        let ip_ok = match &p.net {
+            Some(etherparse::NetSlice::Ipv4(ip)) => {
+                let h = ip.header();
+                h.to_header().calc_header_checksum() == h.header_checksum()
+                    && tcp.to_header().calc_checksum_ipv4(&h.to_header(), tcp.payload()).unwrap()
+                        == tcp.checksum()
+            }
+            Some(etherparse::NetSlice::Ipv6(ip)) => {
+                tcp.to_header().calc_checksum_ipv6(&ip.header().to_header(), tcp.payload()).unwrap()
+                    == tcp.checksum()
+            }
+            _ => false,
+        };
+        ip_ok
+    }
+
+    #[test]
+    fn virtio_header_round_trips() {
+        let o = Offload {
+            needs_csum: true,
+            csum_start: 34,
+            csum_offset: 16,
+            gso: Gso::TcpV4,
+            gso_size: 1448,
+            hdr_len: 66,
+            ecn: true,
+            data_valid: false,
+        };
+        assert_eq!(Offload::from_virtio(&o.to_virtio()).unwrap(), o);
+        let mut ufo = o.to_virtio();
+        ufo[1] = GSO_UDP;
+        assert_eq!(Offload::from_virtio(&ufo), Err(OffloadError::Unsupported));
+    }
+
+    #[test]
+    fn partial_checksum_is_completed() {
+        let good = tcp_frame(b"hello, checksum", false);
+        let mut partial = good.clone();
+        let mut o = make_partial(&mut partial, false);
+        o.gso = Gso::None;
+        let mut out = Vec::new();
+        finish(&partial, &o, &mut |f| out.push(f.to_vec())).unwrap();
+        assert_eq!(out, vec![good]);
+    }
+
+    #[test]
+    fn tcp_super_frame_is_cut_into_valid_segments() {
+        for v6 in [false, true] {
+            let payload: Vec<u8> = (0..4000u32).map(|i| i as u8).collect();
+            let mut frame = tcp_frame(&payload, v6);
+            let mut o = make_partial(&mut frame, v6);
+            o.gso_size = 1448;
+            let mut segs = Vec::new();
+            finish(&frame, &o, &mut |f| segs.push(f.to_vec())).unwrap();
+            assert_eq!(segs.len(), 3);
+            let mut joined = Vec::new();
+            for (i, seg) in segs.iter().enumerate() {
+                assert!(checksums_ok(seg), "segment {i} (v6={v6}) has a bad checksum");
+                let p = SlicedPacket::from_ethernet(seg).unwrap();
+                let Some(TransportSlice::Tcp(tcp)) = &p.transport else { panic!() };
+                assert_eq!(tcp.sequence_number(), 1000 + (i as u32) * 1448);
+                assert_eq!(tcp.psh(), i == 2, "PSH only on the last segment");
+                joined.extend_from_slice(tcp.payload());
+            }
+            assert_eq!(joined, payload);
+        }
+    }
+
+    #[test]
+    fn bad_offsets_are_errors_not_panics() {
+        let frame = tcp_frame(b"x", false);
+        let o = Offload { needs_csum: true, csum_start: 9000, csum_offset: 16, ..Offload::NONE };
+        assert_eq!(finish(&frame, &o, &mut |_| {}), Err(OffloadError::Malformed));
+        let o = Offload { gso: Gso::TcpV4, gso_size: 0, ..Offload::NONE };
+        assert_eq!(finish(&frame, &o, &mut |_| {}), Err(OffloadError::Malformed));
+        let o = Offload { gso: Gso::TcpV4, gso_size: 100, ..Offload::NONE };
+        assert!(finish(&[0u8; 20], &o, &mut |_| {}).is_err());
+    }
+
+    #[test]
+    fn shift_follows_retagging() {
+        let mut o =
+            Offload { needs_csum: true, csum_start: 34, csum_offset: 16, hdr_len: 66, ..Offload::NONE };
+        o.shift(4);
+        assert_eq!((o.csum_start, o.hdr_len), (38, 70));
+        o.shift(-4);
+        assert_eq!((o.csum_start, o.hdr_len), (34, 66));
+    }
+}
