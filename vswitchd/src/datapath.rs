@@ -318,11 +318,23 @@ impl Datapath {
             .filter(|(_, p)| port.is_none_or(|name| name == p.name))
             .map(|(ofport, p)| {
                 let c = &p.counters;
-                let drop_reasons = DropReason::ALL
+                let mut drop_reasons: BTreeMap<String, u64> = DropReason::ALL
                     .iter()
                     .filter(|r| c.drop_count(**r) > 0)
                     .map(|r| (r.name().to_owned(), c.drop_count(*r)))
                     .collect();
+                // What the device dropped before the bridge saw it.
+                let device_drops =
+                    runtime.ports.get(&p.name).map(|d| d.device.device_drops()).unwrap_or_default();
+                let (mut rx_device_drops, mut tx_device_drops) = (0, 0);
+                for (reason, n) in device_drops.into_iter().filter(|(_, n)| *n > 0) {
+                    if reason.starts_with("tx_") {
+                        tx_device_drops += n
+                    } else {
+                        rx_device_drops += n
+                    }
+                    drop_reasons.insert(reason.to_owned(), n);
+                }
                 let malformed = Malformation::ALL
                     .iter()
                     .zip(c.malformed)
@@ -332,12 +344,13 @@ impl Datapath {
                 PortStats {
                     port: p.name.clone(),
                     ofport,
-                    rx_packets: c.rx_packets,
+                    rx_packets: c.rx_packets + rx_device_drops,
                     rx_bytes: c.rx_bytes,
-                    rx_dropped: c.rx_dropped(),
+                    rx_dropped: c.rx_dropped() + rx_device_drops,
                     tx_packets: c.tx_packets,
                     tx_bytes: c.tx_bytes,
-                    tx_dropped: c.tx_dropped,
+                    // tx_too_big frames are among those the device did not take.
+                    tx_dropped: c.tx_dropped.max(tx_device_drops),
                     drop_reasons,
                     malformed,
                 }

@@ -11,7 +11,10 @@
 //! a device that cannot take more frames says how many it took and the rest
 //! are counted as `tx_dropped`; a device with nothing to receive returns 0.
 
+pub mod afpacket;
 pub mod pcap;
+pub(crate) mod sys;
+pub mod tap;
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
@@ -47,6 +50,12 @@ pub trait PortDevice: Send {
     /// goes down, one that is down reopens when its interface is back. The
     /// datapath re-reads [`PortDevice::rx_fd`] afterwards.
     fn maintain(&mut self) {}
+
+    /// Frames the device itself dropped, by reason (the bridge never saw
+    /// them), for `dump-ports`.
+    fn device_drops(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// Frames with their offload metadata in one reusable buffer: what a
@@ -61,6 +70,15 @@ pub struct PacketBatch {
 impl PacketBatch {
     pub fn push(&mut self, frame: &[u8], offload: &Offload) {
         self.data.extend_from_slice(frame);
+        self.ends.push(self.data.len());
+        self.offloads.push(*offload);
+    }
+
+    /// Appends one frame given in pieces (e.g. with a VLAN tag put back).
+    pub fn push_parts(&mut self, parts: &[&[u8]], offload: &Offload) {
+        for part in parts {
+            self.data.extend_from_slice(part);
+        }
         self.ends.push(self.data.len());
         self.offloads.push(*offload);
     }
@@ -119,6 +137,9 @@ impl PortDevice for Unavailable {
 pub fn open(port: &str, interface: &InterfaceConfig) -> Result<Box<dyn PortDevice>, RpcError> {
     match interface.kind() {
         "pcap" => Ok(Box::new(pcap::PcapDevice::open(port, &interface.options)?)),
+        "system" => Ok(Box::new(afpacket::AfPacket::open(port))),
+        "tap" => Ok(Box::new(tap::Tap::open(port, false))),
+        "internal" => Ok(Box::new(tap::Tap::open(port, true))),
         kind => Ok(Box::new(Unavailable::new(format!(
             "interface type {kind} is not supported by this vswitchd yet: only type=pcap ports carry traffic"
         )))),

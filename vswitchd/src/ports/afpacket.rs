@@ -1,0 +1,346 @@
+//! `type=system` ports: an existing interface (the host end of a veth, a
+//! NIC) through an AF_PACKET socket, as OVS's `netdev-linux` does.
+//!
+//! - Batched: `recvmmsg`/`sendmmsg` of up to 32 frames per call.
+//! - PACKET_VNET_HDR: every frame comes with a virtio-net header saying
+//!   whether its checksum is partial or it is a GSO super-frame, and goes
+//!   out with one, so TCP with the veth's default offloads works and stays
+//!   fast (64 KiB frames cross the switch as one). Without it, AF_PACKET
+//!   hands over frames with unfinished checksums and the receiver drops them.
+//! - PACKET_AUXDATA: the kernel strips the VLAN tag of frames from devices
+//!   with VLAN acceleration and reports it beside the frame; it is put back.
+//! - PACKET_IGNORE_OUTGOING, and the packet type as a fallback, keep the
+//!   socket from receiving the frames it sends itself.
+//! - A vanished interface takes the port down, not the daemon: the port
+//!   says why in `show` and reopens when an interface of its name returns.
+//!
+//! Costs: one copy in each direction (kernel to the rx slots, slots to the
+//! batch), 2 MiB of rx slots per port (32 frames of up to 64 KiB).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::sys;
+use super::{PacketBatch, PortDevice, BATCH_SIZE};
+use crate::core::offload::{Offload, VNET_HDR_LEN};
+
+/// A GSO frame is at most 64 KiB; its VLAN tag may be restored.
+const FRAME_MAX: usize = 65_536 + 4;
+const SLOT: usize = VNET_HDR_LEN + FRAME_MAX;
+const CMSG_SPACE: usize = 64;
+const SOCKET_BUFFER: libc::c_int = 8 << 20;
+
+pub struct AfPacket {
+    name: String,
+    socket: Option<OwnedFd>,
+    ifindex: u32,
+    error: Option<String>,
+    slots: Vec<u8>,
+    cmsgs: Vec<u8>,
+    names: Vec<libc::sockaddr_ll>,
+    iovecs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    tx_headers: Vec<[u8; VNET_HDR_LEN]>,
+    pub drops: DeviceDrops,
+}
+
+/// Frames the device dropped before the bridge saw them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DeviceDrops {
+    pub truncated: u64,
+    pub bad_offload: u64,
+    pub tx_too_big: u64,
+}
+
+// SAFETY: the raw pointers inside `iovecs` and `msgs` are scratch: they
+// are rewritten to point into buffers this value owns (or into the batch
+// being sent) right before every system call and never read otherwise, so
+// moving the value to another thread cannot leave one dangling in use.
+unsafe impl Send for AfPacket {}
+
+fn zeroed<T>() -> T {
+    // SAFETY: only used for the C structs below, for which all zeroes is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+impl AfPacket {
+    /// Opens the port; if the interface cannot be opened the port exists
+    /// but is down, and says why.
+    pub fn open(name: &str) -> AfPacket {
+        let mut port = AfPacket {
+            name: name.to_owned(),
+            socket: None,
+            ifindex: 0,
+            error: None,
+            slots: vec![0; BATCH_SIZE * SLOT],
+            cmsgs: vec![0; BATCH_SIZE * CMSG_SPACE],
+            names: (0..BATCH_SIZE).map(|_| zeroed()).collect(),
+            iovecs: (0..BATCH_SIZE * 2).map(|_| zeroed()).collect(),
+            msgs: (0..BATCH_SIZE).map(|_| zeroed()).collect(),
+            tx_headers: vec![[0; VNET_HDR_LEN]; BATCH_SIZE],
+            drops: DeviceDrops::default(),
+        };
+        port.reopen();
+        port
+    }
+
+    fn reopen(&mut self) {
+        self.socket = None;
+        match sys::ifindex(&self.name) {
+            None => self.go_down(format!("no interface named {} (waiting for it to appear)", self.name)),
+            Some(index) => match Self::socket_for(index) {
+                Ok(socket) => {
+                    self.socket = Some(socket);
+                    self.ifindex = index;
+                    self.error = None;
+                }
+                Err(e) => self.go_down(format!("cannot open {} with AF_PACKET: {e}", self.name)),
+            },
+        }
+    }
+
+    fn go_down(&mut self, reason: String) {
+        if self.error.as_deref() != Some(&reason) {
+            tracing::warn!(port = %self.name, "{reason}");
+        }
+        self.socket = None;
+        self.error = Some(reason);
+    }
+
+    fn socket_for(ifindex: u32) -> io::Result<OwnedFd> {
+        let protocol = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: a plain socket call; the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                protocol.into(),
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::EPERM) {
+                io::Error::new(e.kind(), "permission denied (AF_PACKET needs root or CAP_NET_RAW)")
+            } else {
+                e
+            });
+        }
+        // SAFETY: `fd` is a fresh descriptor owned from here on.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        let raw = socket.as_raw_fd();
+        sys::setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
+        sys::setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)?;
+        // Older kernels lack it; the packet type check below still filters.
+        let _ = sys::setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1);
+        for (force, plain) in
+            [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)]
+        {
+            if sys::setsockopt_int(raw, libc::SOL_SOCKET, force, SOCKET_BUFFER).is_err() {
+                let _ = sys::setsockopt_int(raw, libc::SOL_SOCKET, plain, SOCKET_BUFFER);
+            }
+        }
+        let mut addr: libc::sockaddr_ll = zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = protocol;
+        addr.sll_ifindex = ifindex as i32;
+        // SAFETY: binds to a sockaddr_ll we own, with its exact size.
+        let rc = unsafe {
+            libc::bind(
+                raw,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut mreq: libc::packet_mreq = zeroed();
+        mreq.mr_ifindex = ifindex as i32;
+        mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
+        // SAFETY: passes a packet_mreq we own, with its exact size.
+        let rc = unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&mreq as *const libc::packet_mreq).cast(),
+                std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(socket)
+    }
+
+    fn handle_io_error(&mut self, e: &io::Error) {
+        if sys::device_gone(e) {
+            self.go_down(format!("interface {} vanished (waiting for it to return)", self.name));
+        }
+    }
+
+    /// The VLAN tag the kernel stripped from message `i`, if any.
+    fn stripped_tag(&self, i: usize) -> Option<(u16, u16)> {
+        let hdr = &self.msgs[i].msg_hdr;
+        // SAFETY: walks the control buffer the kernel filled for this
+        // message with the CMSG_* macros, within msg_controllen.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_PACKET && (*cmsg).cmsg_type == libc::PACKET_AUXDATA {
+                    let aux: libc::tpacket_auxdata = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+                        let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                            aux.tp_vlan_tpid
+                        } else {
+                            0x8100
+                        };
+                        return Some((tpid, aux.tp_vlan_tci));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+            }
+        }
+        None
+    }
+}
+
+impl PortDevice for AfPacket {
+    fn recv_batch(&mut self, batch: &mut PacketBatch) -> usize {
+        let Some(socket) = &self.socket else { return 0 };
+        let fd = socket.as_raw_fd();
+        for i in 0..BATCH_SIZE {
+            self.iovecs[i] =
+                libc::iovec { iov_base: self.slots[i * SLOT..].as_mut_ptr().cast(), iov_len: SLOT };
+            let msg = &mut self.msgs[i];
+            msg.msg_len = 0;
+            msg.msg_hdr = zeroed();
+            msg.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_ll).cast();
+            msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            msg.msg_hdr.msg_iov = &mut self.iovecs[i];
+            msg.msg_hdr.msg_iovlen = 1;
+            msg.msg_hdr.msg_control = self.cmsgs[i * CMSG_SPACE..].as_mut_ptr().cast();
+            msg.msg_hdr.msg_controllen = CMSG_SPACE;
+        }
+        // SAFETY: every message points at buffers owned by `self` that
+        // outlive the call, with their true lengths.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.msgs.as_mut_ptr(),
+                BATCH_SIZE as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::WouldBlock {
+                self.handle_io_error(&e);
+            }
+            return 0;
+        }
+        let mut taken = 0;
+        for i in 0..n as usize {
+            let len = self.msgs[i].msg_len as usize;
+            if self.names[i].sll_pkttype == libc::PACKET_OUTGOING {
+                continue;
+            }
+            taken += 1;
+            if self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len < VNET_HDR_LEN {
+                self.drops.truncated += 1;
+                continue;
+            }
+            let slot = &self.slots[i * SLOT..i * SLOT + len];
+            let Ok(mut offload) = Offload::from_virtio(slot[..VNET_HDR_LEN].try_into().unwrap()) else {
+                self.drops.bad_offload += 1;
+                continue;
+            };
+            let frame = &slot[VNET_HDR_LEN..];
+            match self.stripped_tag(i) {
+                Some((tpid, tci)) if frame.len() >= 12 => {
+                    offload.shift(4);
+                    let mut tag = [0u8; 4];
+                    tag[..2].copy_from_slice(&tpid.to_be_bytes());
+                    tag[2..].copy_from_slice(&tci.to_be_bytes());
+                    batch.push_parts(&[&frame[..12], &tag, &frame[12..]], &offload);
+                }
+                _ => batch.push(frame, &offload),
+            }
+        }
+        // Counted even if every frame was dropped, so the caller keeps
+        // reading while the socket is full.
+        taken.max(usize::from(n as usize == BATCH_SIZE) * BATCH_SIZE)
+    }
+
+    fn send_batch(&mut self, frames: &PacketBatch) -> usize {
+        let Some(socket) = &self.socket else { return 0 };
+        let fd = socket.as_raw_fd();
+        let packets: Vec<_> = frames.iter().collect();
+        let mut sent = 0;
+        let mut next = 0;
+        while next < packets.len() {
+            let count = (packets.len() - next).min(BATCH_SIZE);
+            for k in 0..count {
+                let p = &packets[next + k];
+                self.tx_headers[k] = p.offload.to_virtio();
+                self.iovecs[2 * k] =
+                    libc::iovec { iov_base: self.tx_headers[k].as_mut_ptr().cast(), iov_len: VNET_HDR_LEN };
+                self.iovecs[2 * k + 1] =
+                    libc::iovec { iov_base: p.data.as_ptr() as *mut _, iov_len: p.data.len() };
+                let msg = &mut self.msgs[k];
+                msg.msg_hdr = zeroed();
+                msg.msg_hdr.msg_iov = &mut self.iovecs[2 * k];
+                msg.msg_hdr.msg_iovlen = 2;
+                msg.msg_len = 0;
+            }
+            // SAFETY: the messages point at headers owned by `self` and at
+            // frames borrowed from `frames`, all alive for the call; the
+            // kernel only reads them.
+            let n = unsafe { libc::sendmmsg(fd, self.msgs.as_mut_ptr(), count as u32, libc::MSG_DONTWAIT) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    // The frame at `next` is refused on its own: skip it.
+                    Some(libc::EMSGSIZE) | Some(libc::EINVAL) => {
+                        self.drops.tx_too_big += 1;
+                        next += 1;
+                        continue;
+                    }
+                    _ => {
+                        self.handle_io_error(&e);
+                        // Full (EAGAIN, ENOBUFS) or gone: the rest is dropped.
+                        return sent;
+                    }
+                }
+            }
+            sent += n as usize;
+            next += n as usize;
+        }
+        sent
+    }
+
+    fn error(&self) -> Option<String> {
+        self.error.clone()
+    }
+
+    fn rx_fd(&self) -> Option<RawFd> {
+        self.socket.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    fn maintain(&mut self) {
+        match (&self.socket, sys::ifindex(&self.name)) {
+            (Some(_), Some(index)) if index == self.ifindex => {}
+            (Some(_), _) | (None, Some(_)) => self.reopen(),
+            (None, None) => {}
+        }
+    }
+
+    fn device_drops(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("rx_truncated", self.drops.truncated),
+            ("rx_bad_offload", self.drops.bad_offload),
+            ("tx_too_big", self.drops.tx_too_big),
+        ]
+    }
+}
