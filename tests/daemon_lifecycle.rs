@@ -86,7 +86,8 @@ fn configuration_and_ports_come_back_after_restart() {
     assert_eq!(sw.stop_with(Signal::SIGTERM).code(), Some(0));
     sw.restart();
     assert_eq!(sw.ok(&["show"]), before);
-    assert_eq!(sw.ok(&["get", "interface", "p2", "ofport"]), "2\n");
+    // Port 1 is the bridge's internal port.
+    assert_eq!(sw.ok(&["get", "interface", "p2", "ofport"]), "3\n");
     // p2 is still an access port of VLAN 7 behind the trunk p1.
     sw.replay("br0", "p1", &[tagged(&frame(BROADCAST, mac(1)), 7, 0), frame(BROADCAST, mac(2))]);
     assert_eq!(sw.tx("p2"), vec![frame(BROADCAST, mac(1))]);
@@ -95,7 +96,7 @@ fn configuration_and_ports_come_back_after_restart() {
 #[test]
 fn second_daemon_on_the_same_run_dir_refuses() {
     let sw = Switch::start();
-    let out = std::process::Command::new(vswitchd_bin())
+    let out = daemon_command()
         .arg("--run-dir")
         .arg(sw.run_dir())
         .arg("--db")
@@ -140,7 +141,7 @@ fn clients_of_a_stuck_daemon_time_out() {
 fn detach_returns_once_ready() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
-    let status = std::process::Command::new(vswitchd_bin())
+    let status = daemon_command()
         .arg("--detach")
         .arg("--run-dir")
         .arg(&run_dir)
@@ -168,13 +169,8 @@ fn damaged_database_stops_the_start_instead_of_being_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("conf.db");
     std::fs::write(&db, "{ torn").unwrap();
-    let out = std::process::Command::new(vswitchd_bin())
-        .arg("--run-dir")
-        .arg(dir.path().join("run"))
-        .arg("--db")
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out =
+        daemon_command().arg("--run-dir").arg(dir.path().join("run")).arg("--db").arg(&db).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("move it aside"));
     assert_eq!(std::fs::read_to_string(&db).unwrap(), "{ torn");

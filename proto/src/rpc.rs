@@ -303,6 +303,30 @@ pub enum Command {
         column: String,
         keys: Vec<String>,
     },
+    /// Attaches a network namespace through a veth pair (`ovs-docker
+    /// add-port`): NETNS is a name under /run/netns, a path, or a pid.
+    AddContainerPort {
+        bridge: String,
+        ifname: String,
+        netns: String,
+        #[serde(default)]
+        ip: Option<String>,
+        #[serde(default)]
+        gateway: Option<String>,
+        #[serde(default)]
+        mac: Option<String>,
+        #[serde(default)]
+        mtu: Option<u32>,
+        #[serde(default)]
+        tag: Option<u16>,
+    },
+    DelContainerPort {
+        bridge: String,
+        ifname: String,
+        netns: String,
+        #[serde(default)]
+        if_exists: bool,
+    },
     FdbShow {
         bridge: String,
     },

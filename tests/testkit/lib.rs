@@ -54,6 +54,33 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// How the kit starts vswitchd. As root, in a network namespace of its own
+/// (`unshare --net` execs, so the pid is the daemon's): the bridge's
+/// internal TAP port and anything else the daemon creates stay out of the
+/// root namespace and vanish with the daemon. IPv6 is off in there so the
+/// kernel sends nothing (router solicitations, MLD) on the internal port.
+/// Without root the daemon runs here and its internal ports stay down.
+pub fn daemon_command() -> Command {
+    if is_root() {
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && exec \"$0\" \"$@\"",
+        ])
+        .arg(vswitchd_bin());
+        cmd
+    } else {
+        Command::new(vswitchd_bin())
+    }
+}
+
 /// A daemon of the test's own.
 pub struct Switch {
     pub dir: tempfile::TempDir,
@@ -91,7 +118,7 @@ impl Switch {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the daemon is still running");
         let log = std::fs::File::create(self.path("vswitchd.log")).expect("log file");
-        let child = Command::new(vswitchd_bin())
+        let child = daemon_command()
             .arg("--run-dir")
             .arg(self.run_dir())
             .arg("--db")

@@ -49,6 +49,11 @@ Ports:
   del-port [BRIDGE] PORT              delete a port (--if-exists)
   list-ports BRIDGE                   print the ports of BRIDGE
   port-to-br PORT                     print the bridge that has PORT
+Containers:
+  add-container-port BRIDGE IFNAME NETNS [--ip CIDR] [--gateway IP] [--mac MAC] [--mtu N] [--tag VLAN]
+                                      attach a network namespace (name under /run/netns, path or pid)
+                                      through a veth pair whose peer becomes IFNAME inside it
+  del-container-port BRIDGE IFNAME NETNS   detach it again (--if-exists)
 Database (TABLE is bridge, port or interface):
   set TABLE RECORD COL[:KEY]=VALUE... e.g. set port p1 tag=10, set interface p1 type=pcap options:tx_pcap=/tmp/p1.pcap
   get TABLE RECORD COL[:KEY]...       print values
@@ -297,6 +302,61 @@ fn parse_command(words: &[String]) -> Result<Command, String> {
                 keys: args[3..].to_vec(),
             }
         }
+        "add-container-port" => {
+            allow(false, false)?;
+            let usage = "add-container-port BRIDGE IFNAME NETNS [--ip CIDR] [--gateway IP] [--mac MAC] [--mtu N] [--tag VLAN]";
+            need(args, 3, usage)?;
+            let (mut ip, mut gateway, mut mac, mut mtu, mut tag) = (None, None, None, None, None);
+            let mut rest = args[3..].iter();
+            while let Some(option) = rest.next() {
+                let (name, inline) = match option.split_once('=') {
+                    Some((n, v)) => (n, Some(v.to_owned())),
+                    None => (option.as_str(), None),
+                };
+                let value = match inline {
+                    Some(v) => v,
+                    None => {
+                        rest.next().cloned().ok_or_else(|| format!("{name} needs a value; usage: {usage}"))?
+                    }
+                };
+                let number = |what: &str| {
+                    value.parse::<u32>().map_err(|_| format!("{what} takes a number, not {value:?}"))
+                };
+                match name {
+                    "--ip" => ip = Some(value.clone()),
+                    "--gateway" => gateway = Some(value.clone()),
+                    "--mac" => mac = Some(value.clone()),
+                    "--mtu" => mtu = Some(number("--mtu")?),
+                    "--tag" => {
+                        tag = Some(
+                            u16::try_from(number("--tag")?)
+                                .map_err(|_| "--tag takes a VLAN id, 0 to 4095")?,
+                        )
+                    }
+                    other => return Err(format!("unknown option {other}; usage: {usage}")),
+                }
+            }
+            Command::AddContainerPort {
+                bridge: args[0].clone(),
+                ifname: args[1].clone(),
+                netns: args[2].clone(),
+                ip,
+                gateway,
+                mac,
+                mtu,
+                tag,
+            }
+        }
+        "del-container-port" => {
+            allow(false, true)?;
+            exactly(args, 3, "del-container-port BRIDGE IFNAME NETNS")?;
+            Command::DelContainerPort {
+                bridge: args[0].clone(),
+                ifname: args[1].clone(),
+                netns: args[2].clone(),
+                if_exists,
+            }
+        }
         "fdb-show" => {
             allow(false, false)?;
             exactly(args, 1, "fdb-show BRIDGE")?;
@@ -349,6 +409,21 @@ mod tests {
                 may_exist: true
             }
         );
+    }
+
+    #[test]
+    fn container_port_options() {
+        let (_, action) =
+            parse_words("add-container-port br0 eth0 web1 --ip 198.18.0.2/24 --gateway=198.18.0.1 --tag 10")
+                .unwrap();
+        let Action::Transact(commands) = action else { panic!("not a transaction") };
+        assert!(matches!(
+            &commands[0],
+            Command::AddContainerPort { ip: Some(ip), gateway: Some(_), tag: Some(10), mtu: None, .. } if ip == "198.18.0.2/24"
+        ));
+        assert!(parse_words("add-container-port br0 eth0 web1 --ip").is_err());
+        assert!(parse_words("add-container-port br0 eth0 web1 --tag 70000").is_err());
+        assert!(parse_words("add-container-port br0 eth0 web1 --colour red").is_err());
     }
 
     #[test]

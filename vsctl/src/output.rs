@@ -28,6 +28,9 @@ pub fn show(bridges: &[BridgeView]) -> String {
             if let Some(mode) = &p.vlan_mode {
                 let _ = writeln!(out, "        vlan_mode: {mode}");
             }
+            if !p.external_ids.is_empty() {
+                let _ = writeln!(out, "        external_ids: {}", map(&p.external_ids));
+            }
             let _ = writeln!(out, "        Interface {}", p.name);
             if p.interface_type != "system" {
                 let _ = writeln!(out, "            type: {}", p.interface_type);

@@ -26,8 +26,12 @@ use serde::{Deserialize, Serialize};
 use crate::core::bridge::BridgeSettings;
 use crate::core::mac_learning::{DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
 use crate::core::vlan::{PortVlan, VlanMode};
+use crate::netns::Attachment;
 
 pub const DB_FORMAT_VERSION: u32 = 1;
+/// Where a container port records which namespace and interface it serves.
+pub const CONTAINER_NETNS: &str = "container_netns";
+pub const CONTAINER_IFACE: &str = "container_iface";
 const MAX_OFPORT: u16 = 0xfeff;
 const MAX_MAC_TABLE_SIZE: usize = 1 << 20;
 
@@ -200,7 +204,15 @@ impl Config {
                         format!("{bridge} is already a port on bridge {owner}; pick another bridge name"),
                     ));
                 }
-                self.bridges.insert(bridge.clone(), BridgeConfig::default());
+                // Like OVS, every bridge has an internal port of its own name:
+                // the host's leg on the bridge.
+                let local = PortConfig {
+                    ofport: 1,
+                    interface: InterfaceConfig { r#type: "internal".into(), ..InterfaceConfig::default() },
+                    ..PortConfig::default()
+                };
+                let ports = BTreeMap::from([(bridge.clone(), local)]);
+                self.bridges.insert(bridge.clone(), BridgeConfig { ports, ..BridgeConfig::default() });
                 done(Done)
             }
             Command::DelBr { bridge, if_exists } => {
@@ -229,6 +241,12 @@ impl Config {
                             format!("bridge {bridge} does not have a port {port} (it is on {owner})"),
                         ));
                     }
+                    (Some(owner), _) if owner == *port => {
+                        return Err(err(
+                            ErrorCode::InvalidValue,
+                            format!("{port} is the internal port of bridge {owner}; delete the bridge to remove it"),
+                        ));
+                    }
                     (Some(owner), _) => {
                         self.bridges.get_mut(&owner).expect("owner exists").ports.remove(port);
                     }
@@ -236,8 +254,9 @@ impl Config {
                 done(Done)
             }
             Command::ListPorts { bridge } => {
+                // As ovs-vsctl does, the bridge's own internal port is not listed.
                 let b = self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
-                done(Names(b.ports.keys().cloned().collect()))
+                done(Names(b.ports.keys().filter(|p| *p != bridge).cloned().collect()))
             }
             Command::PortToBr { port } => match self.port_bridge(port) {
                 Some(b) => done(Names(vec![b.to_owned()])),
@@ -270,6 +289,10 @@ impl Config {
                 self.remove(*table, record, column, keys)?;
                 done(Done)
             }
+            Command::AddContainerPort { .. } | Command::DelContainerPort { .. } => Err(err(
+                ErrorCode::Internal,
+                "container ports are attached by the control plane, not by Config::apply",
+            )),
             Command::FdbShow { bridge } => {
                 self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
                 Ok(Outcome::Live(LiveQuery::Fdb { bridge: bridge.clone() }))
@@ -326,6 +349,115 @@ impl Config {
             self.set(Table::Port, port, setting)?;
         }
         Ok(())
+    }
+
+    /// The port through which IFNAME of namespace NETNS is attached to BRIDGE.
+    pub fn container_port(&self, bridge: &str, ifname: &str, netns: &str) -> Option<&str> {
+        let b = self.bridges.get(bridge)?;
+        b.ports.iter().find_map(|(name, p)| {
+            let ids = &p.external_ids;
+            (ids.get(CONTAINER_IFACE).map(String::as_str) == Some(ifname)
+                && ids.get(CONTAINER_NETNS).map(String::as_str) == Some(netns))
+            .then_some(name.as_str())
+        })
+    }
+
+    /// Checks an `add-container-port` before anything is created.
+    pub fn check_container_port(&self, command: &Command) -> Result<(Attachment, Option<u16>), RpcError> {
+        let Command::AddContainerPort { bridge, ifname, netns, ip, gateway, mac, mtu, tag } = command else {
+            return Err(err(ErrorCode::Internal, "not an add-container-port"));
+        };
+        self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
+        check_name("interface", ifname)?;
+        if let Some(port) = self.container_port(bridge, ifname, netns) {
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!("{ifname} of namespace {netns} is already attached to {bridge} (port {port})"),
+            ));
+        }
+        crate::netns::resolve_netns(netns).map_err(|e| err(ErrorCode::NotFound, e))?;
+        let invalid = |what: String| err(ErrorCode::InvalidValue, what);
+        let ip = match ip {
+            None => None,
+            Some(cidr) => {
+                let (addr, prefix) = cidr.split_once('/').ok_or_else(|| {
+                    invalid(format!("--ip {cidr:?}: write ADDRESS/PREFIX, e.g. 198.18.0.2/24"))
+                })?;
+                let addr: std::net::IpAddr = addr
+                    .parse()
+                    .map_err(|_| invalid(format!("--ip {cidr:?}: {addr:?} is not an IP address")))?;
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                let prefix: u8 = prefix
+                    .parse()
+                    .ok()
+                    .filter(|p| *p <= max)
+                    .ok_or_else(|| invalid(format!("--ip {cidr:?}: the prefix length is 0 to {max}")))?;
+                Some((addr, prefix))
+            }
+        };
+        let gateway = match gateway {
+            None => None,
+            Some(g) => Some(g.parse().map_err(|_| invalid(format!("--gateway {g:?} is not an IP address")))?),
+        };
+        let mac = match mac {
+            None => None,
+            Some(m) => Some(
+                crate::core::packet::parse_mac(m)
+                    .filter(|m| !crate::core::packet::is_multicast(m))
+                    .ok_or_else(|| {
+                        invalid(format!("--mac {m:?}: write a unicast MAC such as 02:00:00:00:00:01"))
+                    })?,
+            ),
+        };
+        if let Some(mtu) = mtu {
+            if !(68..=65535).contains(mtu) {
+                return Err(invalid(format!("--mtu {mtu}: use 68 to 65535")));
+            }
+        }
+        if let Some(tag) = tag {
+            parse_vlan_id("--tag", &tag.to_string())?;
+        }
+        let attachment =
+            Attachment { netns: netns.clone(), ifname: ifname.clone(), ip, gateway, mac, mtu: *mtu };
+        Ok((attachment, *tag))
+    }
+
+    /// Adds the host end `host` of an attached pair as a system port.
+    pub fn add_container_port(
+        &mut self,
+        bridge: &str,
+        host: &str,
+        attachment: &Attachment,
+        tag: Option<u16>,
+    ) -> Result<(), RpcError> {
+        self.add_port(bridge, host, &[], false)?;
+        let port = self.port_mut(host)?;
+        port.tag = tag;
+        port.external_ids.insert(CONTAINER_NETNS.into(), attachment.netns.clone());
+        port.external_ids.insert(CONTAINER_IFACE.into(), attachment.ifname.clone());
+        if let Some((ip, prefix)) = attachment.ip {
+            port.external_ids.insert("container_ip".into(), format!("{ip}/{prefix}"));
+        }
+        Ok(())
+    }
+
+    /// Container ports, as (bridge, port, netns) triples.
+    pub fn container_ports(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for (bname, b) in &self.bridges {
+            for (pname, p) in &b.ports {
+                if let Some(netns) = p.external_ids.get(CONTAINER_NETNS) {
+                    out.push((bname.clone(), pname.clone(), netns.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn remove_port(&mut self, port: &str) {
+        for b in self.bridges.values_mut() {
+            b.ports.remove(port);
+        }
     }
 
     fn record_exists(&self, table: Table, record: &str) -> bool {
@@ -818,7 +950,15 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.bridges["br0"].ports["p3"].ofport, 1);
+        // Port 1 is the bridge's internal port; p1's 2 was freed.
+        assert_eq!(c.bridges["br0"].ports["p3"].ofport, 2);
+        let e =
+            c.apply(&Command::DelPort { bridge: None, port: "br0".into(), if_exists: false }).unwrap_err();
+        assert!(e.message.contains("internal port"), "{}", e.message);
+        assert_eq!(
+            c.apply(&Command::ListPorts { bridge: "br0".into() }).unwrap(),
+            Outcome::Done(CommandResult::Names(vec!["p2".into(), "p3".into()]))
+        );
         let e = c.apply(&add_port("br1", "p2")).unwrap_err();
         assert!(e.message.contains("on bridge br0"), "{}", e.message);
         let e = c.apply(&add_port("nosuch", "p9")).unwrap_err();

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use proto::{
-    CommandResult, ErrorCode, Hello, HelloReply, Method, Replay, Request, Response, RpcError, TransactReply,
-    MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    Command, CommandResult, ErrorCode, Hello, HelloReply, Method, Replay, Request, Response, RpcError,
+    TransactReply, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -26,9 +26,15 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::config::{Config, Database, LiveQuery, Outcome};
 use crate::datapath::{Datapath, DatapathHandle, NewDevices, Request as DpRequest};
+use crate::netns;
 use crate::ports;
 
 pub const MAX_CLIENTS: usize = 256;
+
+/// Runs blocking work (files, fsync, netlink threads) off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work).await.expect("blocking control-plane work does not panic")
+}
 
 fn server_name() -> String {
     format!("vswitchd {}", env!("CARGO_PKG_VERSION"))
@@ -143,29 +149,32 @@ impl Control {
         Ok(value.expect("results serialize"))
     }
 
-    async fn transact(&self, commands: Vec<proto::Command>) -> Result<TransactReply, RpcError> {
+    async fn transact(&self, commands: Vec<Command>) -> Result<TransactReply, RpcError> {
         let mut current = self.config.lock().await;
         let mut working = current.clone();
-        let outcomes = commands.iter().map(|c| working.apply(c)).collect::<Result<Vec<_>, _>>()?;
-        if working != *current {
-            let needed = Datapath::ports_needing_devices(&current, &working);
-            let db = self.db.clone();
-            let saved = working.clone();
-            // Opening devices and fsyncing block; keep them off the async workers.
-            let devices = tokio::task::spawn_blocking(move || -> Result<NewDevices, RpcError> {
-                let mut devices = NewDevices::new();
-                for (bridge, port, interface) in needed {
-                    let device = ports::open(&port, &interface)?;
-                    devices.insert((bridge, port), device);
+        let mut attached = Vec::new();
+        let mut detach_after = Vec::new();
+        let prepared = Self::prepare(&mut working, &commands, &mut attached, &mut detach_after).await;
+        let committed = match prepared {
+            Ok(outcomes) if working == *current => Ok(outcomes),
+            Ok(outcomes) => self.commit(&current, &working).await.map(|()| outcomes),
+            Err(e) => Err(e),
+        };
+        let outcomes = match committed {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                // Undo what the transaction created outside the configuration.
+                for host in attached {
+                    let _ = blocking(move || netns::detach(&host)).await;
                 }
-                db.save(&saved).map_err(|e| RpcError::new(ErrorCode::Io, e))?;
-                Ok(devices)
-            })
-            .await
-            .map_err(|e| RpcError::new(ErrorCode::Internal, format!("transaction task failed: {e}")))??;
-            let snapshot = Arc::new(working.clone());
-            self.datapath.call(|done| DpRequest::Reconfigure { config: snapshot, devices, done }).await?;
-            *current = working;
+                return Err(e);
+            }
+        };
+        *current = working;
+        for host in detach_after {
+            if let Err(e) = blocking(move || netns::detach(&host)).await {
+                tracing::warn!("{e}");
+            }
         }
         let mut results = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
@@ -177,6 +186,110 @@ impl Control {
         Ok(TransactReply { results })
     }
 
+    /// Applies the commands to `working`. Container commands act on the
+    /// system too: the pairs they create are listed in `attached` (to be
+    /// deleted if the transaction fails), the ones to delete once it
+    /// commits in `detach_after`.
+    async fn prepare(
+        working: &mut Config,
+        commands: &[Command],
+        attached: &mut Vec<String>,
+        detach_after: &mut Vec<String>,
+    ) -> Result<Vec<Outcome>, RpcError> {
+        let mut outcomes = Vec::with_capacity(commands.len());
+        for command in commands {
+            match command {
+                Command::AddContainerPort { bridge, .. } => {
+                    let (attachment, tag) = working.check_container_port(command)?;
+                    let host = netns::host_name(&attachment.netns, &attachment.ifname, |n| {
+                        working.port_bridge(n).is_some() || working.bridges.contains_key(n)
+                    });
+                    let (h, a) = (host.clone(), attachment.clone());
+                    blocking(move || netns::attach(&h, &a))
+                        .await
+                        .map_err(|e| RpcError::new(ErrorCode::InvalidValue, e))?;
+                    attached.push(host.clone());
+                    working.add_container_port(bridge, &host, &attachment, tag)?;
+                    outcomes.push(Outcome::Done(CommandResult::Done));
+                }
+                Command::DelContainerPort { bridge, ifname, netns: ns, if_exists } => {
+                    if !working.bridges.contains_key(bridge) {
+                        return Err(RpcError::new(ErrorCode::NotFound, format!("no bridge named {bridge}")));
+                    }
+                    match working.container_port(bridge, ifname, ns).map(str::to_owned) {
+                        Some(port) => {
+                            working.remove_port(&port);
+                            detach_after.push(port);
+                        }
+                        None if *if_exists => {}
+                        None => {
+                            return Err(RpcError::new(
+                                ErrorCode::NotFound,
+                                format!("no interface {ifname} of namespace {ns} is attached to {bridge}"),
+                            ))
+                        }
+                    }
+                    outcomes.push(Outcome::Done(CommandResult::Done));
+                }
+                _ => outcomes.push(working.apply(command)?),
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Makes `new` the configuration in force: opens the devices it needs,
+    /// saves it, and switches the datapath to it. Fails before the switch,
+    /// leaving the datapath and the file as they were.
+    async fn commit(&self, old: &Config, new: &Config) -> Result<(), RpcError> {
+        let needed = Datapath::ports_needing_devices(old, new);
+        let db = self.db.clone();
+        let saved = new.clone();
+        let devices = blocking(move || -> Result<NewDevices, RpcError> {
+            let mut devices = NewDevices::new();
+            for (bridge, port, interface) in needed {
+                let device = ports::open(&port, &interface)?;
+                devices.insert((bridge, port), device);
+            }
+            db.save(&saved).map_err(|e| RpcError::new(ErrorCode::Io, e))?;
+            Ok(devices)
+        })
+        .await?;
+        let snapshot = Arc::new(new.clone());
+        self.datapath.call(|done| DpRequest::Reconfigure { config: snapshot, devices, done }).await
+    }
+
+    /// Removes, about once a second, container ports whose interface has
+    /// gone (their namespace was deleted, or the pair was): nothing stale
+    /// stays in `show`, and the kernel already deleted both veth ends.
+    pub async fn watch_containers(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let mut current = self.config.lock().await;
+            let gone: Vec<(String, String, String)> = current
+                .container_ports()
+                .into_iter()
+                .filter(|(_, port, _)| ports::sys::ifindex(port).is_none())
+                .collect();
+            if gone.is_empty() {
+                continue;
+            }
+            let mut working = current.clone();
+            for (_, port, _) in &gone {
+                working.remove_port(port);
+            }
+            match self.commit(&current, &working).await {
+                Ok(()) => {
+                    *current = working;
+                    for (bridge, port, ns) in gone {
+                        tracing::info!("removed port {port} from {bridge}: its container interface (namespace {ns}) is gone");
+                    }
+                }
+                Err(e) => tracing::warn!("cannot remove the ports of vanished containers: {e}"),
+            }
+        }
+    }
     async fn live(&self, config: &Config, query: LiveQuery) -> Result<CommandResult, RpcError> {
         let dp = &self.datapath;
         Ok(match query {

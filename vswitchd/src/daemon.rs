@@ -233,7 +233,10 @@ fn run(args: &Args, parent: &mut Option<OwnedFd>) -> Result<(), String> {
             report_to_parent(parent, "ready");
             close_stdio();
         }
-        control::serve(listener, Arc::new(control), shutdown_signal()).await;
+        let control = Arc::new(control);
+        let watcher = tokio::spawn(control.clone().watch_containers());
+        control::serve(listener, control, shutdown_signal()).await;
+        watcher.abort();
         Ok::<(), String>(())
     })?;
     // The control plane held the last datapath handles; with the runtime

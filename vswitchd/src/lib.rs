@@ -12,4 +12,5 @@ pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod datapath;
+pub mod netns;
 pub mod ports;

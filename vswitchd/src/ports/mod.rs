@@ -13,7 +13,7 @@
 
 pub mod afpacket;
 pub mod pcap;
-pub(crate) mod sys;
+pub mod sys;
 pub mod tap;
 
 use std::collections::VecDeque;
