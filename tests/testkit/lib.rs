@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use proto::pcap::{read_ethernet_file, PcapWriter};
 
+pub mod lab;
+
 pub type Mac = [u8; 6];
 
 /// Builds the binaries once per test process, so a test never runs a stale
@@ -84,6 +86,7 @@ pub fn daemon_command() -> Command {
 /// A daemon of the test's own.
 pub struct Switch {
     pub dir: tempfile::TempDir,
+    netns: Option<String>,
     child: Option<Child>,
     seen: std::cell::RefCell<std::collections::HashMap<String, usize>>,
     replays: std::cell::Cell<u32>,
@@ -91,8 +94,18 @@ pub struct Switch {
 
 impl Switch {
     pub fn start() -> Switch {
+        Switch::start_with(None)
+    }
+
+    /// A daemon inside the named network namespace (made by the test).
+    pub fn start_in(netns: &str) -> Switch {
+        Switch::start_with(Some(netns.to_owned()))
+    }
+
+    fn start_with(netns: Option<String>) -> Switch {
         let dir = tempfile::Builder::new().prefix("vswitch-test-").tempdir().expect("temp dir");
-        let mut sw = Switch { dir, child: None, seen: Default::default(), replays: Default::default() };
+        let mut sw =
+            Switch { dir, netns, child: None, seen: Default::default(), replays: Default::default() };
         sw.restart();
         sw
     }
@@ -118,7 +131,15 @@ impl Switch {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the daemon is still running");
         let log = std::fs::File::create(self.path("vswitchd.log")).expect("log file");
-        let child = daemon_command()
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(vswitchd_bin());
+                c
+            }
+            None => daemon_command(),
+        };
+        let child = command
             .arg("--run-dir")
             .arg(self.run_dir())
             .arg("--db")

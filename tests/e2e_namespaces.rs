@@ -1,0 +1,198 @@
+//! End to end, in real network namespaces: containers attached with
+//! add-container-port, a TAP port moved into a namespace, and faults
+//! (a container's namespace deleted, a system port's interface deleted and
+//! re-created) while other ports keep forwarding. Root only; CI runs them.
+
+use std::time::{Duration, Instant};
+
+use testkit::lab::*;
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} did not happen within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_containers_ping_each_other_through_the_switch() {
+    if !e2e_allowed("two_containers_ping_each_other_through_the_switch") {
+        return;
+    }
+    let mut lab = Lab::new("ping");
+    lab.sw.ok(&["add-br", "br0"]);
+    let c1 = lab.container("br0", 1, &["--gateway", "198.18.0.254"]);
+    let c2 = lab.container("br0", 2, &["--mac", "02:00:00:00:00:02"]);
+    assert!(lab.c(c1).pings("198.18.0.2", 3));
+    // ARP went through the switch: c1 knows c2's MAC, and the switch
+    // learned both containers on their ports.
+    let neigh = lab.c(c1).ip(&["neigh", "show", "198.18.0.2"]);
+    assert!(neigh.contains("02:00:00:00:00:02"), "{neigh}");
+    let fdb = lab.sw.fdb("br0");
+    assert!(
+        fdb.iter().any(|(p, _, mac)| *p == lab.port_of("br0", c2) && mac == "02:00:00:00:00:02"),
+        "{fdb:?}"
+    );
+    let show = lab.sw.ok(&["show"]);
+    assert!(show.contains(&format!("container_netns=\"{}\"", lab.c(c1).name)), "{show}");
+    let route = lab.c(c1).ip(&["route", "show", "default"]);
+    assert!(route.contains("198.18.0.254"), "{route}");
+}
+
+#[test]
+fn two_bridges_never_leak_into_each_other() {
+    if !e2e_allowed("two_bridges_never_leak_into_each_other") {
+        return;
+    }
+    let mut lab = Lab::new("leak");
+    lab.sw.ok(&["add-br", "br0", "--", "add-br", "br1"]);
+    let c1 = lab.container("br0", 1, &[]);
+    let c2 = lab.container("br0", 2, &[]);
+    let c3 = lab.container("br1", 3, &[]);
+    let c4 = lab.container("br1", 4, &[]);
+    assert!(lab.c(c1).pings("198.18.0.2", 2));
+    assert!(lab.c(c1).cannot_reach("198.18.0.3", 3));
+    // Nothing from br0 came out of br1's ports.
+    for c in [c3, c4] {
+        let stats = lab.sw.port_stats("br1", &lab.port_of("br1", c));
+        assert_eq!(stats["tx_packets"], 0, "br1 port of container {c} sent {stats}");
+    }
+    assert!(lab.c(c3).pings("198.18.0.4", 2));
+    let _ = c2;
+}
+
+#[test]
+fn different_vlan_tags_cannot_reach_each_other() {
+    if !e2e_allowed("different_vlan_tags_cannot_reach_each_other") {
+        return;
+    }
+    let mut lab = Lab::new("vlan");
+    lab.sw.ok(&["add-br", "br0"]);
+    let c1 = lab.container("br0", 1, &["--tag", "10"]);
+    let _c2 = lab.container("br0", 2, &["--tag", "20"]);
+    let _c3 = lab.container("br0", 3, &["--tag", "10"]);
+    assert!(lab.c(c1).pings("198.18.0.3", 2));
+    assert!(lab.c(c1).cannot_reach("198.18.0.2", 3));
+    let fdb = lab.sw.fdb("br0");
+    assert!(fdb.iter().all(|(_, vlan, _)| *vlan == 10 || *vlan == 20), "{fdb:?}");
+}
+
+#[test]
+fn tap_port_moved_into_a_namespace_reaches_a_veth_container() {
+    if !e2e_allowed("tap_port_moved_into_a_namespace_reaches_a_veth_container") {
+        return;
+    }
+    let mut lab = Lab::new("tap");
+    lab.sw.ok(&["add-br", "br0"]);
+    let c1 = lab.container("br0", 1, &[]);
+    let tap = format!("{}t", &lab.prefix()[..lab.prefix().len().min(13)]);
+    lab.sw.ok(&["add-port", "br0", &tap, "--", "set", "interface", &tap, "type=tap"]);
+    let vm = Netns::new(format!("{}-vm", lab.prefix()));
+    lab.switch_ns.ip(&["link", "set", &tap, "netns", &vm.name]);
+    vm.ip(&["addr", "add", "198.18.0.9/24", "dev", &tap]);
+    vm.ip(&["link", "set", &tap, "up"]);
+    assert!(vm.pings("198.18.0.1", 3), "the TAP in its namespace cannot reach the container");
+    assert!(lab.c(c1).pings("198.18.0.9", 2));
+    let stats = lab.sw.port_stats("br0", &tap);
+    assert!(
+        stats["rx_packets"].as_u64().unwrap() >= 5 && stats["tx_packets"].as_u64().unwrap() >= 5,
+        "{stats}"
+    );
+    // The daemon keeps the descriptor; deleting the port removes the device.
+    lab.sw.ok(&["del-port", "br0", &tap]);
+    wait_for("the TAP device to vanish", Duration::from_secs(5), || !vm.ip(&["link", "show"]).contains(&tap));
+}
+
+#[test]
+fn deleting_a_namespace_removes_its_port_and_the_rest_keeps_forwarding() {
+    if !e2e_allowed("deleting_a_namespace_removes_its_port_and_the_rest_keeps_forwarding") {
+        return;
+    }
+    let mut lab = Lab::new("gone");
+    lab.sw.ok(&["add-br", "br0"]);
+    let c1 = lab.container("br0", 1, &[]);
+    let _c2 = lab.container("br0", 2, &[]);
+    let c3 = lab.container("br0", 3, &[]);
+    let port3 = lab.port_of("br0", c3);
+    // Keep traffic flowing between the others while the namespace goes.
+    let pinger = lab.c(c1).spawn("ping", &["-n", "-q", "-c", "40", "-i", "0.1", "-W", "1", "198.18.0.2"]);
+    let gone = lab.containers.remove(c3);
+    drop(gone);
+    wait_for("the port of the deleted namespace to go", Duration::from_secs(5), || {
+        !lab.sw.ok(&["list-ports", "br0"]).contains(&port3)
+    });
+    assert!(!lab.switch_ns.ip(&["link", "show"]).contains(&port3), "the host end of the veth leaked");
+    let out = pinger.wait_output(Duration::from_secs(15));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("40 received"), "traffic was disturbed: {text}");
+    assert!(lab.c(c1).pings("198.18.0.2", 2));
+}
+
+#[test]
+fn system_port_resumes_when_its_interface_returns() {
+    if !e2e_allowed("system_port_resumes_when_its_interface_returns") {
+        return;
+    }
+    let mut lab = Lab::new("back");
+    lab.sw.ok(&["add-br", "br0"]);
+    let c1 = lab.container("br0", 1, &[]);
+    let _c3 = lab.container("br0", 3, &[]);
+    let host = Netns::new(format!("{}-h2", lab.prefix()));
+    let port = format!("{}s", &lab.prefix()[..lab.prefix().len().min(13)]);
+    let plug = |host: &Netns| {
+        lab.switch_ns.ip(&["link", "add", &port, "type", "veth", "peer", "name", "h2eth"]);
+        lab.switch_ns.ip(&["link", "set", "h2eth", "netns", &host.name]);
+        lab.switch_ns.ip(&["link", "set", &port, "up"]);
+        // The same MAC each time, as a returning device has: the
+        // container's ARP cache stays right.
+        host.ip(&["link", "set", "h2eth", "address", "02:00:00:00:00:22"]);
+        host.ip(&["addr", "add", "198.18.0.2/24", "dev", "h2eth"]);
+        host.ip(&["link", "set", "h2eth", "up"]);
+    };
+    plug(&host);
+    lab.sw.ok(&["add-port", "br0", &port]);
+    assert!(lab.c(c1).pings("198.18.0.2", 2));
+
+    lab.switch_ns.ip(&["link", "del", &port]);
+    wait_for("the port to say its interface is gone", Duration::from_secs(5), || {
+        lab.sw.ok(&["show"]).contains("vanished") || lab.sw.ok(&["show"]).contains("no interface named")
+    });
+    // The other ports keep forwarding, and the daemon keeps answering.
+    assert!(lab.c(c1).pings("198.18.0.3", 2));
+
+    plug(&host);
+    wait_for("forwarding through the re-created interface", Duration::from_secs(10), || {
+        lab.c(c1).pings("198.18.0.2", 1)
+    });
+    assert!(!lab.sw.ok(&["show"]).contains("error:"), "{}", lab.sw.ok(&["show"]));
+}
+
+#[test]
+fn container_port_errors_name_the_problem() {
+    if !e2e_allowed("container_port_errors_name_the_problem") {
+        return;
+    }
+    let mut lab = Lab::new("err");
+    lab.sw.ok(&["add-br", "br0"]);
+    let c1 = lab.container("br0", 1, &[]);
+    let name = lab.c(c1).name.clone();
+    assert!(lab.sw.fails(&["add-container-port", "br0", "eth1", "nosuch-ns"]).contains("ip netns list"));
+    assert!(lab.sw.fails(&["add-container-port", "br0", "eth0", &name]).contains("already attached"));
+    assert!(lab
+        .sw
+        .fails(&["add-container-port", "br0", "lo", &name])
+        .contains("already has an interface named lo"));
+    assert!(lab
+        .sw
+        .fails(&["add-container-port", "br0", "eth1", &name, "--ip", "300.1.1.1/24"])
+        .contains("not an IP"));
+    assert!(lab.sw.fails(&["add-container-port", "nobr", "eth1", &name]).contains("no bridge"));
+    // Nothing half-made stays behind: one port, one veth on the host side.
+    assert_eq!(lab.sw.ok(&["list-ports", "br0"]).lines().count(), 1);
+    let links = lab.switch_ns.ip(&["-o", "link", "show", "type", "veth"]);
+    assert_eq!(links.lines().count(), 1, "{links}");
+    lab.sw.ok(&["del-container-port", "br0", "eth0", &name]);
+    assert!(!lab.c(c1).ip(&["link", "show"]).contains("eth0"));
+    lab.sw.ok(&["--if-exists", "del-container-port", "br0", "eth0", &name]);
+}

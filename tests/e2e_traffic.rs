@@ -1,0 +1,93 @@
+//! Traffic end to end: iperf3 TCP with the veths' default offloads left on,
+//! and 64-byte UDP whose counts must agree with the switch's counters.
+//! Root only; CI runs them, one at a time (see .config/nextest.toml).
+
+use std::time::Duration;
+
+use testkit::lab::*;
+
+fn iperf3_json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn offloads(ns: &Netns) -> String {
+    String::from_utf8_lossy(&run(ns.command("ethtool").args(["-k", "eth0"])).stdout).into_owned()
+}
+
+#[test]
+fn tcp_iperf3_for_5s_with_offloads_on() {
+    if !e2e_allowed("tcp_iperf3_for_5s_with_offloads_on") {
+        return;
+    }
+    let _one_at_a_time = traffic_lock();
+    let mut lab = Lab::new("tcp");
+    lab.sw.ok(&["add-br", "br0"]);
+    let c1 = lab.container("br0", 1, &[]);
+    let c2 = lab.container("br0", 2, &[]);
+    let features = offloads(lab.c(c1));
+    assert!(features.contains("tcp-segmentation-offload: on"), "offloads must stay on: {features}");
+    let _server = lab.c(c2).spawn("iperf3", &["-s", "-1", "-B", "198.18.0.2"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let client =
+        lab.c(c1).spawn("iperf3", &["-c", "198.18.0.2", "-t", "5", "-J", "--connect-timeout", "3000"]);
+    let out = client.wait_output(Duration::from_secs(20));
+    let report = iperf3_json(&out);
+    assert!(out.status.success(), "iperf3 failed: {report}");
+    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap();
+    let gbps = report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e9;
+    let retransmits = report["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+    eprintln!("iperf3 TCP through vswitchd, offloads on: {gbps:.2} Gbit/s, {retransmits} retransmits");
+    assert!(received > 10_000_000, "only {received} bytes arrived in 5 s");
+}
+
+#[test]
+fn udp_64_byte_counts_agree_with_the_port_counters() {
+    if !e2e_allowed("udp_64_byte_counts_agree_with_the_port_counters") {
+        return;
+    }
+    let _one_at_a_time = traffic_lock();
+    let mut lab = Lab::new("udp");
+    lab.sw.ok(&["add-br", "br0"]);
+    let c1 = lab.container("br0", 1, &[]);
+    let c2 = lab.container("br0", 2, &[]);
+    // Warm the MAC table so the datagrams are unicast, not flooded.
+    assert!(lab.c(c1).pings("198.18.0.2", 1));
+    let (p1, p2) = (lab.port_of("br0", c1), lab.port_of("br0", c2));
+    let before1 = lab.sw.port_stats("br0", &p1);
+    let before2 = lab.sw.port_stats("br0", &p2);
+    let _server = lab.c(c2).spawn("iperf3", &["-s", "-1", "-B", "198.18.0.2"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let client = lab.c(c1).spawn(
+        "iperf3",
+        &["-c", "198.18.0.2", "-u", "-l", "64", "-b", "50M", "-t", "3", "-J", "--connect-timeout", "3000"],
+    );
+    let out = client.wait_output(Duration::from_secs(20));
+    let report = iperf3_json(&out);
+    assert!(out.status.success(), "iperf3 failed: {report}");
+    let sent = report["end"]["sum_sent"]["packets"].as_u64().unwrap();
+    let lost = report["end"]["sum_received"]["lost_packets"].as_u64().unwrap_or(0);
+    let received = sent - lost;
+    let after1 = lab.sw.port_stats("br0", &p1);
+    let after2 = lab.sw.port_stats("br0", &p2);
+    let delta = |a: &serde_json::Value, b: &serde_json::Value, k: &str| {
+        a[k].as_u64().unwrap() - b[k].as_u64().unwrap()
+    };
+    let rx = delta(&after1, &before1, "rx_packets");
+    let rx_dropped = delta(&after1, &before1, "rx_dropped");
+    let tx = delta(&after2, &before2, "tx_packets");
+    let tx_dropped = delta(&after2, &before2, "tx_dropped");
+    eprintln!(
+        "iperf3 UDP 64 B: sent {sent}, received {received} ({:.0} pkt/s); switch: rx {rx} (dropped {rx_dropped}), \
+         tx {tx} (dropped {tx_dropped})",
+        received as f64 / 3.0
+    );
+    // The iperf3 control connection adds a few dozen packets each way.
+    const CONTROL: u64 = 200;
+    assert!(rx >= sent.saturating_sub(lost) && rx <= sent + CONTROL, "port rx {rx} vs iperf3 sent {sent}");
+    assert!(
+        tx + tx_dropped + rx_dropped + CONTROL >= rx && tx <= rx,
+        "switched {tx} + dropped vs received {rx}"
+    );
+    assert!(tx >= received, "iperf3 received {received} but the port sent only {tx}");
+}

@@ -1,0 +1,216 @@
+//! Network namespaces for end-to-end tests: a switch namespace where the
+//! daemon runs, "container" namespaces attached to it, and the real
+//! clients (ping, iperf3) run inside them.
+//!
+//! Lab rules: every namespace is named after the test's pid and a tag, so
+//! runs never collide; every namespace is deleted on drop, even on panic;
+//! hosts use 198.18.0.0/15 and live only in the test's namespaces; IPv6 is
+//! off inside them so counters see only the test's traffic; every traffic
+//! generator is bounded in count and time, and killed by pid on drop.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::{in_ci, is_root, Switch};
+
+/// Whether end-to-end tests can run here. In CI they must: there a missing
+/// privilege is a failure, not a skip. Elsewhere they skip, saying so.
+pub fn e2e_allowed(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(!in_ci(), "{test}: end-to-end tests need root, and CI must run them");
+    eprintln!("SKIPPED {test}: end-to-end tests need root (network namespaces, veth, TAP)");
+    false
+}
+
+/// Serializes traffic-heavy tests inside one test binary (nextest's
+/// `traffic` group does it across processes), so two generators never
+/// share the two cores.
+pub fn traffic_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    out
+}
+
+/// Runs a command and insists it succeeds.
+pub fn must(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn ip(args: &[&str]) -> String {
+    must(Command::new("ip").args(args))
+}
+
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Netns {
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6=1");
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6=1");
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn sysctl(&self, setting: &str) {
+        must(self.command("sysctl").args(["-qw", setting]));
+    }
+
+    /// A command that runs inside this namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Whether `count` pings to `addr` all come back (bounded: 0.2 s apart,
+    /// 1 s deadline each).
+    pub fn pings(&self, addr: &str, count: u32) -> bool {
+        let out = run(self.command("ping").args([
+            "-n",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            addr,
+        ]));
+        out.status.success()
+    }
+
+    /// Whether `addr` is unreachable: `count` pings, none answered.
+    pub fn cannot_reach(&self, addr: &str, count: u32) -> bool {
+        let out = run(self.command("ping").args([
+            "-n",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            addr,
+        ]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        !out.status.success() && text.contains(" 0 received")
+    }
+
+    /// Starts a long-lived program in the namespace; it is killed on drop.
+    pub fn spawn(&self, program: &str, args: &[&str]) -> Guarded {
+        let child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Guarded(Some(child))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// A child process killed (by its pid) when dropped.
+pub struct Guarded(pub Option<Child>);
+
+impl Guarded {
+    pub fn wait_output(mut self, limit: Duration) -> Output {
+        let mut child = self.0.take().expect("running");
+        let deadline = Instant::now() + limit;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A switch namespace with a daemon in it, and containers around it.
+/// Field order is drop order: the daemon stops before namespaces go.
+pub struct Lab {
+    pub sw: Switch,
+    pub containers: Vec<Netns>,
+    pub switch_ns: Netns,
+    prefix: String,
+}
+
+impl Lab {
+    /// `tag` names the test in the namespace names (keep it short).
+    pub fn new(tag: &str) -> Lab {
+        let prefix = format!("vs{}{tag}", std::process::id());
+        let switch_ns = Netns::new(format!("{prefix}-sw"));
+        let sw = Switch::start_in(&switch_ns.name);
+        Lab { sw, containers: Vec::new(), switch_ns, prefix }
+    }
+
+    /// A new container namespace attached to `bridge` as eth0 with
+    /// 198.18.0.N/24; returns its index in `containers`.
+    pub fn container(&mut self, bridge: &str, n: u8, extra: &[&str]) -> usize {
+        let ns = Netns::new(format!("{}-c{n}", self.prefix));
+        let ip = format!("198.18.0.{n}/24");
+        let mut args = vec!["add-container-port", bridge, "eth0", &ns.name, "--ip", &ip];
+        args.extend_from_slice(extra);
+        self.sw.ok(&args);
+        self.containers.push(ns);
+        self.containers.len() - 1
+    }
+
+    pub fn c(&self, i: usize) -> &Netns {
+        &self.containers[i]
+    }
+
+    /// The switch port serving container `i`.
+    pub fn port_of(&self, bridge: &str, i: usize) -> String {
+        let show = self.sw.json(&["show"]);
+        let name = &self.containers[i].name;
+        show.as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["name"] == bridge)
+            .flat_map(|b| b["ports"].as_array().unwrap().iter())
+            .find(|p| p["external_ids"]["container_netns"] == name.as_str())
+            .and_then(|p| p["name"].as_str())
+            .unwrap_or_else(|| panic!("no port for {name} on {bridge}"))
+            .to_owned()
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
