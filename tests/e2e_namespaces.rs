@@ -196,3 +196,21 @@ fn container_port_errors_name_the_problem() {
     assert!(!lab.c(c1).ip(&["link", "show"]).contains("eth0"));
     lab.sw.ok(&["--if-exists", "del-container-port", "br0", "eth0", &name]);
 }
+
+#[test]
+fn deleting_a_bridge_deletes_its_container_pairs() {
+    if !e2e_allowed("deleting_a_bridge_deletes_its_container_pairs") {
+        return;
+    }
+    let mut lab = Lab::new("delbr");
+    lab.sw.ok(&["add-br", "br0"]);
+    let c1 = lab.container("br0", 1, &[]);
+    let c2 = lab.container("br0", 2, &[]);
+    let port2 = lab.port_of("br0", c2);
+    lab.sw.ok(&["del-port", "br0", &port2]);
+    assert!(!lab.c(c2).ip(&["link", "show"]).contains("eth0"), "del-port left the container's end");
+    lab.sw.ok(&["del-br", "br0"]);
+    assert!(!lab.c(c1).ip(&["link", "show"]).contains("eth0"), "del-br left the container's end");
+    let links = lab.switch_ns.ip(&["-o", "link", "show", "type", "veth"]);
+    assert!(links.trim().is_empty(), "host ends left behind: {links}");
+}

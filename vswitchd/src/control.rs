@@ -153,8 +153,7 @@ impl Control {
         let mut current = self.config.lock().await;
         let mut working = current.clone();
         let mut attached = Vec::new();
-        let mut detach_after = Vec::new();
-        let prepared = Self::prepare(&mut working, &commands, &mut attached, &mut detach_after).await;
+        let prepared = Self::prepare(&mut working, &commands, &mut attached).await;
         let committed = match prepared {
             Ok(outcomes) if working == *current => Ok(outcomes),
             Ok(outcomes) => self.commit(&current, &working).await.map(|()| outcomes),
@@ -170,8 +169,18 @@ impl Control {
                 return Err(e);
             }
         };
+        // Container ports that left the configuration, whichever command
+        // removed them (del-container-port, del-port, del-br): their veth
+        // pairs were made by us and go with them.
+        let kept: Vec<String> = working.container_ports().into_iter().map(|(_, port, _)| port).collect();
+        let detach: Vec<String> = current
+            .container_ports()
+            .into_iter()
+            .map(|(_, port, _)| port)
+            .filter(|port| !kept.contains(port))
+            .collect();
         *current = working;
-        for host in detach_after {
+        for host in detach {
             if let Err(e) = blocking(move || netns::detach(&host)).await {
                 tracing::warn!("{e}");
             }
@@ -186,15 +195,13 @@ impl Control {
         Ok(TransactReply { results })
     }
 
-    /// Applies the commands to `working`. Container commands act on the
-    /// system too: the pairs they create are listed in `attached` (to be
-    /// deleted if the transaction fails), the ones to delete once it
-    /// commits in `detach_after`.
+    /// Applies the commands to `working`. `add-container-port` acts on the
+    /// system too: the pairs it creates are listed in `attached`, to be
+    /// deleted if the transaction fails.
     async fn prepare(
         working: &mut Config,
         commands: &[Command],
         attached: &mut Vec<String>,
-        detach_after: &mut Vec<String>,
     ) -> Result<Vec<Outcome>, RpcError> {
         let mut outcomes = Vec::with_capacity(commands.len());
         for command in commands {
@@ -217,10 +224,7 @@ impl Control {
                         return Err(RpcError::new(ErrorCode::NotFound, format!("no bridge named {bridge}")));
                     }
                     match working.container_port(bridge, ifname, ns).map(str::to_owned) {
-                        Some(port) => {
-                            working.remove_port(&port);
-                            detach_after.push(port);
-                        }
+                        Some(port) => working.remove_port(&port),
                         None if *if_exists => {}
                         None => {
                             return Err(RpcError::new(

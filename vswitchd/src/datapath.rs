@@ -323,15 +323,14 @@ impl Datapath {
                     .filter(|r| c.drop_count(**r) > 0)
                     .map(|r| (r.name().to_owned(), c.drop_count(*r)))
                     .collect();
-                // What the device dropped before the bridge saw it.
+                // What the device dropped: received frames the bridge never
+                // saw (added to rx), and the reasons behind some of tx_dropped.
                 let device_drops =
                     runtime.ports.get(&p.name).map(|d| d.device.device_drops()).unwrap_or_default();
-                let (mut rx_device_drops, mut tx_device_drops) = (0, 0);
+                let mut rx_device_drops = 0;
                 for (reason, n) in device_drops.into_iter().filter(|(_, n)| *n > 0) {
-                    if reason.starts_with("tx_") {
-                        tx_device_drops += n
-                    } else {
-                        rx_device_drops += n
+                    if reason.starts_with("rx_") {
+                        rx_device_drops += n;
                     }
                     drop_reasons.insert(reason.to_owned(), n);
                 }
@@ -349,8 +348,7 @@ impl Datapath {
                     rx_dropped: c.rx_dropped() + rx_device_drops,
                     tx_packets: c.tx_packets,
                     tx_bytes: c.tx_bytes,
-                    // tx_too_big frames are among those the device did not take.
-                    tx_dropped: c.tx_dropped.max(tx_device_drops),
+                    tx_dropped: c.tx_dropped,
                     drop_reasons,
                     malformed,
                 }

@@ -240,13 +240,11 @@ impl PortDevice for AfPacket {
             }
             return 0;
         }
-        let mut taken = 0;
         for i in 0..n as usize {
             let len = self.msgs[i].msg_len as usize;
             if self.names[i].sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
-            taken += 1;
             if self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len < VNET_HDR_LEN {
                 self.drops.truncated += 1;
                 continue;
@@ -268,9 +266,7 @@ impl PortDevice for AfPacket {
                 _ => batch.push(frame, &offload),
             }
         }
-        // Counted even if every frame was dropped, so the caller keeps
-        // reading while the socket is full.
-        taken.max(usize::from(n as usize == BATCH_SIZE) * BATCH_SIZE)
+        n as usize
     }
 
     fn send_batch(&mut self, frames: &PacketBatch) -> usize {

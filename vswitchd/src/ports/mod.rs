@@ -33,7 +33,8 @@ pub trait PortDevice: Send {
     fn send_batch(&mut self, frames: &PacketBatch) -> usize;
 
     /// Appends up to [`BATCH_SIZE`] received frames to `batch`; returns
-    /// how many (0: nothing waiting).
+    /// how many frames it took from the device, including any it dropped
+    /// itself (0: nothing waiting), so that a full batch means "read again".
     fn recv_batch(&mut self, batch: &mut PacketBatch) -> usize;
 
     /// `None` while the device works; otherwise why it does not, in words
