@@ -214,3 +214,46 @@ fn deleting_a_bridge_deletes_its_container_pairs() {
     let links = lab.switch_ns.ip(&["-o", "link", "show", "type", "veth"]);
     assert!(links.trim().is_empty(), "host ends left behind: {links}");
 }
+
+#[test]
+fn vlan_tags_stripped_by_the_kernel_are_restored() {
+    if !e2e_allowed("vlan_tags_stripped_by_the_kernel_are_restored") {
+        return;
+    }
+    // c1 is on a trunk port and sends ARP requests tagged with VLAN 10. The
+    // kernel moves a received tag into metadata, so the switch sees it only
+    // through PACKET_AUXDATA. c2, an access port of VLAN 10, must get the
+    // requests untagged, and the switch must learn c1 in VLAN 10.
+    let mut lab = Lab::new("aux");
+    lab.sw.ok(&["add-br", "br0"]);
+    let c1 = lab.container("br0", 1, &["--mac", "02:00:00:00:01:01"]);
+    let c2 = lab.container("br0", 2, &["--tag", "10"]);
+    lab.c(c2).ip(&["addr", "add", "198.18.10.2/24", "dev", "eth0"]);
+    let send_tagged_arp = r#"
+import socket
+mac = bytes.fromhex("020000000101")
+arp = bytes([0, 1, 8, 0, 6, 4, 0, 1]) + mac + bytes([198, 18, 10, 1]) + bytes(6) + bytes([198, 18, 10, 2])
+frame = b"\xff" * 6 + mac + b"\x81\x00\x00\x0a\x08\x06" + arp
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+for _ in range(3):
+    s.send(frame)
+"#;
+    must(lab.c(c1).command("python3").args(["-c", send_tagged_arp]));
+    let trunk_port = lab.port_of("br0", c1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let fdb = lab.sw.fdb("br0");
+        if fdb.iter().any(|(p, vlan, mac)| *p == trunk_port && *vlan == 10 && mac == "02:00:00:00:01:01") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "c1 not learned in VLAN 10: {fdb:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The access port delivered the request untagged: c2's stack answered
+    // it, and so learned c1 as a neighbour.
+    let neigh = lab.c(c2).ip(&["neigh", "show", "198.18.10.1"]);
+    assert!(neigh.contains("02:00:00:00:01:01"), "c2 never saw the request: {neigh:?}");
+    let stats = lab.sw.port_stats("br0", &trunk_port);
+    assert!(stats["drop_reasons"].get("vlan_not_allowed").is_none(), "{stats}");
+}
