@@ -166,6 +166,7 @@ fn system_port_resumes_when_its_interface_returns() {
         lab.c(c1).pings("198.18.0.2", 1)
     });
     assert!(!lab.sw.ok(&["show"]).contains("error:"), "{}", lab.sw.ok(&["show"]));
+    assert_eq!(lab.sw.port_stats("br0", &port)["link_lost"], 1);
 }
 
 #[test]

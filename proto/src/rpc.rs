@@ -417,6 +417,9 @@ pub struct PortStats {
     /// by the header (flows cannot match the fields that did not parse).
     #[serde(default)]
     pub malformed: BTreeMap<String, u64>,
+    /// How often the port's device went away (vanished or became unusable).
+    #[serde(default)]
+    pub link_lost: u64,
 }
 
 /// Reads a daemon response's `result` into its typed form.

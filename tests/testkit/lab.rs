@@ -80,38 +80,21 @@ impl Netns {
         ip(&all)
     }
 
-    /// Whether `count` pings to `addr` all come back (bounded: 0.2 s apart,
-    /// 1 s deadline each).
+    /// `count` pings to `addr`, bounded: 0.2 s apart, 1 s deadline each.
+    fn ping(&self, addr: &str, count: u32) -> Output {
+        let count = count.to_string();
+        run(self.command("ping").args(["-n", "-q", "-c", &count, "-i", "0.2", "-W", "1", addr]))
+    }
+
+    /// Whether `count` pings to `addr` all come back.
     pub fn pings(&self, addr: &str, count: u32) -> bool {
-        let out = run(self.command("ping").args([
-            "-n",
-            "-q",
-            "-c",
-            &count.to_string(),
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            addr,
-        ]));
-        out.status.success()
+        self.ping(addr, count).status.success()
     }
 
     /// Whether `addr` is unreachable: `count` pings, none answered.
     pub fn cannot_reach(&self, addr: &str, count: u32) -> bool {
-        let out = run(self.command("ping").args([
-            "-n",
-            "-q",
-            "-c",
-            &count.to_string(),
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            addr,
-        ]));
-        let text = String::from_utf8_lossy(&out.stdout);
-        !out.status.success() && text.contains(" 0 received")
+        let out = self.ping(addr, count);
+        !out.status.success() && String::from_utf8_lossy(&out.stdout).contains(" 0 received")
     }
 
     /// Starts a long-lived program in the namespace; it is killed on drop.

@@ -67,6 +67,14 @@ pub fn ports(stats: &[PortStats]) -> String {
             let reasons: Vec<String> = s.drop_reasons.iter().map(|(r, n)| format!("{r}={n}")).collect();
             let _ = writeln!(out, "           rx drops: {}", reasons.join(", "));
         }
+        if s.link_lost > 0 {
+            let _ = writeln!(
+                out,
+                "           link lost {} time{}",
+                s.link_lost,
+                if s.link_lost == 1 { "" } else { "s" }
+            );
+        }
         if !s.malformed.is_empty() {
             let counts: Vec<String> = s.malformed.iter().map(|(r, n)| format!("{r}={n}")).collect();
             let _ = writeln!(out, "           malformed, forwarded: {}", counts.join(", "));

@@ -329,8 +329,9 @@ impl Datapath {
                     .collect();
                 // What the device dropped: received frames the bridge never
                 // saw (added to rx), and the reasons behind some of tx_dropped.
-                let device_drops =
-                    runtime.ports.get(&p.name).map(|d| d.device.device_drops()).unwrap_or_default();
+                let device = runtime.ports.get(&p.name).map(|d| &d.device);
+                let device_drops = device.map(|d| d.device_drops()).unwrap_or_default();
+                let link_lost = device.map_or(0, |d| d.link_lost());
                 let mut rx_device_drops = 0;
                 for (reason, n) in device_drops.into_iter().filter(|(_, n)| *n > 0) {
                     if reason.starts_with("rx_") {
@@ -355,6 +356,7 @@ impl Datapath {
                     tx_dropped: c.tx_dropped,
                     drop_reasons,
                     malformed,
+                    link_lost,
                 }
             })
             .collect()
@@ -506,9 +508,9 @@ fn run(inbox: Receiver<Request>, wake: Arc<EventFd>) {
                 let _ = wake.read();
                 continue;
             }
-            let Some((bridge, port)) = readiness.ports.get(&(token as RawFd)).cloned() else { continue };
+            let Some((bridge, port)) = readiness.ports.get(&(token as RawFd)) else { continue };
             for _ in 0..BATCHES_PER_WAKE {
-                let taken = datapath.receive_from(&bridge, &port);
+                let taken = datapath.receive_from(bridge, port);
                 if taken > 0 {
                     hot_until = Instant::now() + POLL_AFTER_TRAFFIC;
                 }

@@ -10,7 +10,8 @@
 //! - PACKET_AUXDATA: the kernel strips the VLAN tag of frames from devices
 //!   with VLAN acceleration and reports it beside the frame; it is put back.
 //! - PACKET_IGNORE_OUTGOING, and the packet type as a fallback, keep the
-//!   socket from receiving the frames it sends itself.
+//!   socket from receiving the frames it sends itself; PACKET_QDISC_BYPASS
+//!   hands sent frames straight to the driver.
 //! - A vanished interface takes the port down, not the daemon: the port
 //!   says why in `show` and reopens when an interface of its name returns.
 //!
@@ -42,6 +43,7 @@ pub struct AfPacket {
     msgs: Vec<libc::mmsghdr>,
     tx_headers: Vec<[u8; VNET_HDR_LEN]>,
     pub drops: DeviceDrops,
+    link_lost: u64,
 }
 
 /// Frames the device dropped before the bridge saw them.
@@ -79,17 +81,22 @@ impl AfPacket {
             msgs: (0..BATCH_SIZE).map(|_| zeroed()).collect(),
             tx_headers: vec![[0; VNET_HDR_LEN]; BATCH_SIZE],
             drops: DeviceDrops::default(),
+            link_lost: 0,
         };
         port.reopen();
         port
     }
 
     fn reopen(&mut self) {
-        self.socket = None;
         match sys::ifindex(&self.name) {
             None => self.go_down(format!("no interface named {} (waiting for it to appear)", self.name)),
             Some(index) => match Self::socket_for(index) {
                 Ok(socket) => {
+                    if self.socket.is_some() && index != self.ifindex {
+                        // Replaced by another interface of the same name
+                        // between two looks: the old one was lost all the same.
+                        self.link_lost += 1;
+                    }
                     self.socket = Some(socket);
                     self.ifindex = index;
                     self.error = None;
@@ -102,6 +109,9 @@ impl AfPacket {
     fn go_down(&mut self, reason: String) {
         if self.error.as_deref() != Some(&reason) {
             tracing::warn!(port = %self.name, "{reason}");
+        }
+        if self.socket.is_some() {
+            self.link_lost += 1;
         }
         self.socket = None;
         self.error = Some(reason);
@@ -132,6 +142,9 @@ impl AfPacket {
         sys::setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)?;
         // Older kernels lack it; the packet type check below still filters.
         let _ = sys::setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1);
+        // Sent frames go straight to the driver: the switch does its own
+        // queueing, and the qdisc layer costs per frame.
+        let _ = sys::setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
         for (force, plain) in
             [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)]
         {
@@ -272,13 +285,13 @@ impl PortDevice for AfPacket {
     fn send_batch(&mut self, frames: &PacketBatch) -> usize {
         let Some(socket) = &self.socket else { return 0 };
         let fd = socket.as_raw_fd();
-        let packets: Vec<_> = frames.iter().collect();
+        let total = frames.len();
         let mut sent = 0;
         let mut next = 0;
-        while next < packets.len() {
-            let count = (packets.len() - next).min(BATCH_SIZE);
+        while next < total {
+            let count = (total - next).min(BATCH_SIZE);
             for k in 0..count {
-                let p = &packets[next + k];
+                let p = frames.get(next + k).expect("within the batch");
                 self.tx_headers[k] = p.offload.to_virtio();
                 self.iovecs[2 * k] =
                     libc::iovec { iov_base: self.tx_headers[k].as_mut_ptr().cast(), iov_len: VNET_HDR_LEN };
@@ -330,6 +343,10 @@ impl PortDevice for AfPacket {
             (Some(_), _) | (None, Some(_)) => self.reopen(),
             (None, None) => {}
         }
+    }
+
+    fn link_lost(&self) -> u64 {
+        self.link_lost
     }
 
     fn device_drops(&self) -> Vec<(&'static str, u64)> {

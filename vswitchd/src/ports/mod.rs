@@ -52,6 +52,11 @@ pub trait PortDevice: Send {
     /// datapath re-reads [`PortDevice::rx_fd`] afterwards.
     fn maintain(&mut self) {}
 
+    /// How often the device went away while the port was up.
+    fn link_lost(&self) -> u64 {
+        0
+    }
+
     /// Frames the device itself dropped, by reason (the bridge never saw
     /// them), for `dump-ports`.
     fn device_drops(&self) -> Vec<(&'static str, u64)> {
@@ -96,6 +101,12 @@ impl PacketBatch {
         self.data.clear();
         self.ends.clear();
         self.offloads.clear();
+    }
+
+    pub fn get(&self, i: usize) -> Option<Packet<'_>> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(Packet { data: &self.data[start..end], offload: self.offloads[i] })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Packet<'_>> {
@@ -183,6 +194,8 @@ mod tests {
         q.push(b"three", &Offload::NONE);
         assert_eq!(q.iter().map(|p| p.data).collect::<Vec<_>>(), vec![&b"one"[..], b"", b"three"]);
         assert_eq!(q.iter().nth(1).unwrap().offload, partial);
+        assert_eq!(q.get(2).unwrap().data, b"three");
+        assert!(q.get(3).is_none());
         q.clear();
         assert!(q.is_empty());
     }
