@@ -49,6 +49,12 @@ const BATCHES_PER_WAKE: usize = 4;
 /// next burst arriving meanwhile is taken without a thread wake-up, which
 /// costs tens of microseconds. Idle, the thread sleeps and costs nothing.
 const POLL_AFTER_TRAFFIC: Duration = Duration::from_micros(200);
+/// Under load (a wake brought at least [`COALESCE_ABOVE`] frames), pause
+/// this long before the next wait so that frames gather into bigger
+/// batches: fewer system calls per frame, and the CPU saved goes to the
+/// hosts on the same cores. A lone frame (a ping) never waits for this.
+const COALESCE_PAUSE: Duration = Duration::from_micros(50);
+const COALESCE_ABOVE: usize = 8;
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 const WAKE_TOKEN: u64 = u64::MAX;
 
@@ -502,6 +508,7 @@ fn run(inbox: Receiver<Request>, wake: Arc<EventFd>) {
                 0
             }
         };
+        let mut frames_this_wake = 0;
         for event in &events[..n] {
             let token = event.data();
             if token == WAKE_TOKEN {
@@ -511,6 +518,7 @@ fn run(inbox: Receiver<Request>, wake: Arc<EventFd>) {
             let Some((bridge, port)) = readiness.ports.get(&(token as RawFd)) else { continue };
             for _ in 0..BATCHES_PER_WAKE {
                 let taken = datapath.receive_from(bridge, port);
+                frames_this_wake += taken;
                 if taken > 0 {
                     hot_until = Instant::now() + POLL_AFTER_TRAFFIC;
                 }
@@ -518,6 +526,9 @@ fn run(inbox: Receiver<Request>, wake: Arc<EventFd>) {
                     break;
                 }
             }
+        }
+        if frames_this_wake >= COALESCE_ABOVE {
+            thread::sleep(COALESCE_PAUSE);
         }
     }
 }
