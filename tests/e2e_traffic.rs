@@ -6,9 +6,19 @@ use std::time::Duration;
 
 use testkit::lab::*;
 
-fn iperf3_json(out: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("iperf3 printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)))
+/// Runs an iperf3 server in `server` (one test, then it exits) and a
+/// client in `client` against 198.18.0.2 with `args`; returns the
+/// client's JSON report, insisting it succeeded. Bounded to 20 s.
+fn iperf3(server: &Netns, client: &Netns, args: &[&str]) -> serde_json::Value {
+    let _server = server.spawn("iperf3", &["-s", "-1", "-B", "198.18.0.2"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut all = vec!["-c", "198.18.0.2", "-J", "--connect-timeout", "3000"];
+    all.extend_from_slice(args);
+    let out = client.spawn("iperf3", &all).wait_output(Duration::from_secs(20));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success(), "iperf3 failed: {report}");
+    report
 }
 
 fn offloads(ns: &Netns) -> String {
@@ -27,13 +37,7 @@ fn tcp_iperf3_for_5s_with_offloads_on() {
     let c2 = lab.container("br0", 2, &[]);
     let features = offloads(lab.c(c1));
     assert!(features.contains("tcp-segmentation-offload: on"), "offloads must stay on: {features}");
-    let _server = lab.c(c2).spawn("iperf3", &["-s", "-1", "-B", "198.18.0.2"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let client =
-        lab.c(c1).spawn("iperf3", &["-c", "198.18.0.2", "-t", "5", "-J", "--connect-timeout", "3000"]);
-    let out = client.wait_output(Duration::from_secs(20));
-    let report = iperf3_json(&out);
-    assert!(out.status.success(), "iperf3 failed: {report}");
+    let report = iperf3(lab.c(c2), lab.c(c1), &["-t", "5"]);
     let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap();
     let gbps = report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e9;
     let retransmits = report["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
@@ -56,15 +60,7 @@ fn udp_64_byte_counts_agree_with_the_port_counters() {
     let (p1, p2) = (lab.port_of("br0", c1), lab.port_of("br0", c2));
     let before1 = lab.sw.port_stats("br0", &p1);
     let before2 = lab.sw.port_stats("br0", &p2);
-    let _server = lab.c(c2).spawn("iperf3", &["-s", "-1", "-B", "198.18.0.2"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let client = lab.c(c1).spawn(
-        "iperf3",
-        &["-c", "198.18.0.2", "-u", "-l", "64", "-b", "50M", "-t", "3", "-J", "--connect-timeout", "3000"],
-    );
-    let out = client.wait_output(Duration::from_secs(20));
-    let report = iperf3_json(&out);
-    assert!(out.status.success(), "iperf3 failed: {report}");
+    let report = iperf3(lab.c(c2), lab.c(c1), &["-u", "-l", "64", "-b", "50M", "-t", "3"]);
     let sent = report["end"]["sum_sent"]["packets"].as_u64().unwrap();
     let lost = report["end"]["sum_received"]["lost_packets"].as_u64().unwrap_or(0);
     let received = sent - lost;
