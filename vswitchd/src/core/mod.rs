@@ -6,6 +6,7 @@
 //! the clock and calls [`bridge::Bridge::receive_batch`].
 
 pub mod bridge;
+pub mod classifier;
 pub mod mac_learning;
 pub mod offload;
 pub mod packet;
