@@ -1,0 +1,570 @@
+//! ovs-ofctl's flow syntax: `table=0,priority=100,ip,nw_src=198.18.0.0/24,actions=drop`.
+//!
+//! A flow is a list of `key[=value]` words separated by commas or spaces;
+//! `actions=` takes the rest of the line. Matches may carry masks
+//! (`dl_dst=01:00:00:00:00:00/01:00:00:00:00:00`, `tp_dst=0x1000/0xf000`)
+//! or prefixes (`nw_src=198.18.0.0/15`). Protocol shorthands (`ip`, `tcp`,
+//! `arp`, `icmp6`...) set `dl_type` and `nw_proto`. As in OVS, a field
+//! needs its protocol: `nw_src` needs `ip` or `arp`, `tp_dst` needs a
+//! transport protocol; a flow that breaks this is refused rather than
+//! silently matching nothing. Errors quote the offending word.
+//!
+//! Port names are resolved by the caller's function, so `in_port=p1` and
+//! `output:p1` work as they do with ovs-ofctl.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::classifier::{Action, Field, Match};
+use super::packet::parse_mac;
+
+/// A parsed flow: where it goes, what it matches, what it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowSpec {
+    pub table: u8,
+    pub priority: u16,
+    pub cookie: u64,
+    pub idle_timeout: u16,
+    pub hard_timeout: u16,
+    pub matcher: Match,
+    pub actions: Vec<Action>,
+}
+
+pub const DEFAULT_PRIORITY: u16 = 32768;
+
+/// Parses one flow. `ports` turns a port name into its number.
+pub fn parse_flow(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<FlowSpec, String> {
+    let (match_part, actions_part) = match find_actions(text) {
+        Some(i) => (&text[..i], Some(&text[i + "actions=".len()..])),
+        None => (text, None),
+    };
+    let mut spec = FlowSpec {
+        table: 0,
+        priority: DEFAULT_PRIORITY,
+        cookie: 0,
+        idle_timeout: 0,
+        hard_timeout: 0,
+        matcher: Match::default(),
+        actions: Vec::new(),
+    };
+    let mut dl_type: Option<u16> = None;
+    let mut nw_proto: Option<u8> = None;
+    let mut pending = Vec::new();
+    for word in match_part.split([',', ' ', '\t']).filter(|w| !w.is_empty()) {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        let need = || value.ok_or_else(|| format!("{key} needs a value (in '{word}')"));
+        let bad = |what: &str| format!("invalid {key} value in '{word}': {what}");
+        if let Some((t, p)) = shorthand(key) {
+            if value.is_some() {
+                return Err(format!("'{key}' takes no value (in '{word}')"));
+            }
+            dl_type = Some(t);
+            if let Some(p) = p {
+                nw_proto = Some(p);
+            }
+            continue;
+        }
+        match key {
+            "table" => {
+                spec.table =
+                    parse_num(need()?).filter(|t| *t <= 254).ok_or_else(|| bad("a table is 0 to 254"))? as u8
+            }
+            "priority" => {
+                spec.priority =
+                    parse_num(need()?).filter(|p| *p <= 65535).ok_or_else(|| bad("0 to 65535"))? as u16
+            }
+            "cookie" => {
+                spec.cookie =
+                    parse_num(need()?.split('/').next().unwrap_or("")).ok_or_else(|| bad("a number"))?
+            }
+            "idle_timeout" => {
+                spec.idle_timeout = parse_num(need()?)
+                    .filter(|v| *v <= 65535)
+                    .ok_or_else(|| bad("seconds, 0 to 65535"))? as u16
+            }
+            "hard_timeout" => {
+                spec.hard_timeout = parse_num(need()?)
+                    .filter(|v| *v <= 65535)
+                    .ok_or_else(|| bad("seconds, 0 to 65535"))? as u16
+            }
+            "dl_type" | "eth_type" => {
+                dl_type = Some(
+                    parse_num(need()?)
+                        .filter(|v| *v <= 0xffff)
+                        .ok_or_else(|| bad("an Ethernet type such as 0x0800"))? as u16,
+                )
+            }
+            "nw_proto" | "ip_proto" | "arp_op" => {
+                nw_proto =
+                    Some(parse_num(need()?).filter(|v| *v <= 255).ok_or_else(|| bad("0 to 255"))? as u8)
+            }
+            _ => pending.push((key, need()?, word)),
+        }
+    }
+    if let Some(t) = dl_type {
+        spec.matcher = spec.matcher.with(Field::DlType, t.into(), u64::MAX);
+    }
+    if let Some(p) = nw_proto {
+        if !matches!(dl_type, Some(0x0800 | 0x86dd | 0x0806)) {
+            return Err("nw_proto needs ip, ipv6 or arp (write e.g. 'ip,nw_proto=17')".into());
+        }
+        spec.matcher = spec.matcher.with(Field::NwProto, p.into(), u64::MAX);
+    }
+    for (key, value, word) in pending {
+        spec.matcher = match_field(spec.matcher, key, value, word, dl_type, nw_proto, ports)?;
+    }
+    let actions =
+        actions_part.ok_or("the flow has no actions: end it with actions=... (actions=drop to drop)")?;
+    spec.actions = parse_actions(actions, ports)?;
+    Ok(spec)
+}
+
+/// Where `actions=` starts, outside any parentheses.
+fn find_actions(text: &str) -> Option<usize> {
+    let mut depth = 0i32;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ if depth == 0 && text[i..].starts_with("actions=") => {
+                let boundary = i == 0 || text[..i].ends_with([',', ' ', '\t']);
+                if boundary {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn shorthand(word: &str) -> Option<(u16, Option<u8>)> {
+    Some(match word {
+        "ip" => (0x0800, None),
+        "ipv6" => (0x86dd, None),
+        "arp" => (0x0806, None),
+        "tcp" => (0x0800, Some(6)),
+        "udp" => (0x0800, Some(17)),
+        "icmp" => (0x0800, Some(1)),
+        "sctp" => (0x0800, Some(132)),
+        "tcp6" => (0x86dd, Some(6)),
+        "udp6" => (0x86dd, Some(17)),
+        "icmp6" => (0x86dd, Some(58)),
+        _ => return None,
+    })
+}
+
+fn parse_num(s: &str) -> Option<u64> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// `V` or `V/M`, numbers.
+fn num_mask(value: &str, max: u64) -> Option<(u64, u64)> {
+    let (v, m) = match value.split_once('/') {
+        Some((v, m)) => (parse_num(v)?, parse_num(m)?),
+        None => (parse_num(value)?, max),
+    };
+    (v <= max && m <= max).then_some((v, m))
+}
+
+fn mac_mask(value: &str) -> Option<(u64, u64)> {
+    let to = |m: [u8; 6]| u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]]);
+    match value.split_once('/') {
+        Some((v, m)) => Some((to(parse_mac(v)?), to(parse_mac(m)?))),
+        None => Some((to(parse_mac(value)?), 0xffff_ffff_ffff)),
+    }
+}
+
+fn ipv4_mask(value: &str) -> Option<(u64, u64)> {
+    let (addr, mask) = match value.split_once('/') {
+        Some((a, m)) => {
+            let mask = match m.parse::<u32>() {
+                Ok(bits) if bits <= 32 => {
+                    if bits == 0 {
+                        0
+                    } else {
+                        u32::MAX << (32 - bits)
+                    }
+                }
+                Ok(_) => return None,
+                Err(_) => u32::from(m.parse::<Ipv4Addr>().ok()?),
+            };
+            (a, mask)
+        }
+        None => (value, u32::MAX),
+    };
+    let addr = u32::from(addr.parse::<Ipv4Addr>().ok()?);
+    Some((u64::from(addr & mask), u64::from(mask)))
+}
+
+fn ipv6_mask(value: &str) -> Option<(u128, u128)> {
+    let (addr, bits) = match value.split_once('/') {
+        Some((a, b)) => (a, b.parse::<u32>().ok().filter(|b| *b <= 128)?),
+        None => (value, 128),
+    };
+    let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+    Some((u128::from(addr.parse::<Ipv6Addr>().ok()?) & mask, mask))
+}
+
+/// `+syn-ack`-style flags or a number with a mask.
+fn tcp_flags(value: &str) -> Option<(u64, u64)> {
+    if !value.starts_with(['+', '-']) {
+        return num_mask(value, 0xfff);
+    }
+    let names = [
+        ("fin", 0x001),
+        ("syn", 0x002),
+        ("rst", 0x004),
+        ("psh", 0x008),
+        ("ack", 0x010),
+        ("urg", 0x020),
+        ("ece", 0x040),
+        ("cwr", 0x080),
+        ("ns", 0x100),
+    ];
+    let (mut v, mut m) = (0, 0);
+    let mut rest = value;
+    while !rest.is_empty() {
+        let set = rest.starts_with('+');
+        rest = &rest[1..];
+        let end = rest.find(['+', '-']).unwrap_or(rest.len());
+        let bit = names.iter().find(|(n, _)| *n == &rest[..end])?.1;
+        m |= bit;
+        if set {
+            v |= bit;
+        }
+        rest = &rest[end..];
+    }
+    Some((v, m))
+}
+
+fn match_field(
+    m: Match,
+    key: &str,
+    value: &str,
+    word: &str,
+    dl_type: Option<u16>,
+    nw_proto: Option<u8>,
+    ports: &dyn Fn(&str) -> Option<u16>,
+) -> Result<Match, String> {
+    let bad = |what: &str| format!("invalid {key} value in '{word}': {what}");
+    let needs_l3 = |ok: &[u16], hint: &str| -> Result<(), String> {
+        match dl_type {
+            Some(t) if ok.contains(&t) => Ok(()),
+            _ => Err(format!(
+                "{key} needs {hint} (write e.g. '{}{word}')",
+                hint.split(' ').next().unwrap_or("ip").to_owned() + ","
+            )),
+        }
+    };
+    let needs_l4 = |ok: &[u8], hint: &str| -> Result<(), String> {
+        match nw_proto {
+            Some(p) if ok.contains(&p) && matches!(dl_type, Some(0x0800 | 0x86dd)) => Ok(()),
+            _ => Err(format!(
+                "{key} needs {hint} (write e.g. '{},{word}')",
+                hint.split(' ').next().unwrap_or("tcp")
+            )),
+        }
+    };
+    Ok(match key {
+        "in_port" => {
+            let port = parse_num(value).filter(|p| *p <= 0xffff).map(|p| p as u16).or_else(|| ports(value));
+            m.with(Field::InPort, u64::from(port.ok_or_else(|| bad("no such port"))?), u64::MAX)
+        }
+        "dl_src" | "eth_src" => {
+            let (v, mk) =
+                mac_mask(value).ok_or_else(|| bad("a MAC such as 02:00:00:00:00:01[/ff:ff:ff:ff:ff:ff]"))?;
+            m.with(Field::DlSrc, v, mk)
+        }
+        "dl_dst" | "eth_dst" => {
+            let (v, mk) =
+                mac_mask(value).ok_or_else(|| bad("a MAC such as 02:00:00:00:00:01[/ff:ff:ff:ff:ff:ff]"))?;
+            m.with(Field::DlDst, v, mk)
+        }
+        "dl_vlan" => {
+            // 0xffff means "no tag", as in ovs-ofctl.
+            let v = parse_num(value)
+                .filter(|v| *v <= 4095 || *v == 0xffff)
+                .ok_or_else(|| bad("0 to 4095, or 0xffff for untagged"))?;
+            if v == 0xffff {
+                m.with(Field::VlanTci, 0, 0x1fff)
+            } else {
+                m.with(Field::VlanTci, 0x1000 | v, 0x1fff)
+            }
+        }
+        "dl_vlan_pcp" => {
+            let v = parse_num(value).filter(|v| *v <= 7).ok_or_else(|| bad("0 to 7"))?;
+            m.with(Field::VlanTci, 0x1000 | (v << 13), 0xf000)
+        }
+        "vlan_tci" => {
+            let (v, mk) = num_mask(value, 0xffff).ok_or_else(|| bad("a 16-bit value[/mask]"))?;
+            m.with(Field::VlanTci, v, mk)
+        }
+        "nw_src" | "ip_src" | "arp_spa" | "nw_dst" | "ip_dst" | "arp_tpa" => {
+            needs_l3(&[0x0800, 0x0806], "ip or arp")?;
+            let (v, mk) = ipv4_mask(value).ok_or_else(|| bad("an IPv4 address[/prefix or /mask]"))?;
+            let field =
+                if matches!(key, "nw_src" | "ip_src" | "arp_spa") { Field::NwSrc } else { Field::NwDst };
+            m.with(field, v, mk)
+        }
+        "ipv6_src" | "ipv6_dst" => {
+            needs_l3(&[0x86dd], "ipv6")?;
+            let (v, mk) = ipv6_mask(value).ok_or_else(|| bad("an IPv6 address[/prefix]"))?;
+            let (hi, lo) = if key == "ipv6_src" {
+                (Field::Ipv6SrcHi, Field::Ipv6SrcLo)
+            } else {
+                (Field::Ipv6DstHi, Field::Ipv6DstLo)
+            };
+            m.with(hi, (v >> 64) as u64, (mk >> 64) as u64).with(lo, v as u64, mk as u64)
+        }
+        "nw_tos" => {
+            needs_l3(&[0x0800, 0x86dd], "ip or ipv6")?;
+            m.with(
+                Field::NwTos,
+                parse_num(value).filter(|v| *v <= 255).ok_or_else(|| bad("0 to 255"))?,
+                u64::MAX,
+            )
+        }
+        "nw_ttl" => {
+            needs_l3(&[0x0800, 0x86dd], "ip or ipv6")?;
+            m.with(
+                Field::NwTtl,
+                parse_num(value).filter(|v| *v <= 255).ok_or_else(|| bad("0 to 255"))?,
+                u64::MAX,
+            )
+        }
+        "arp_sha" | "arp_tha" => {
+            needs_l3(&[0x0806], "arp")?;
+            let (v, mk) = mac_mask(value).ok_or_else(|| bad("a MAC address"))?;
+            m.with(if key == "arp_sha" { Field::ArpSha } else { Field::ArpTha }, v, mk)
+        }
+        "tp_src" | "tp_dst" | "tcp_src" | "tcp_dst" | "udp_src" | "udp_dst" => {
+            needs_l4(&[6, 17, 132], "tcp, udp or sctp")?;
+            let (v, mk) = num_mask(value, 0xffff).ok_or_else(|| bad("a port 0 to 65535[/mask]"))?;
+            m.with(if key.ends_with("src") { Field::TpSrc } else { Field::TpDst }, v, mk)
+        }
+        "tcp_flags" => {
+            needs_l4(&[6], "tcp")?;
+            let (v, mk) = tcp_flags(value).ok_or_else(|| bad("flags such as +syn-ack, or a value/mask"))?;
+            m.with(Field::TcpFlags, v, mk)
+        }
+        "icmp_type" | "icmp_code" | "icmpv6_type" | "icmpv6_code" => {
+            needs_l4(&[1, 58], "icmp or icmp6")?;
+            let v = parse_num(value).filter(|v| *v <= 255).ok_or_else(|| bad("0 to 255"))?;
+            m.with(if key.ends_with("type") { Field::TpSrc } else { Field::TpDst }, v, u64::MAX)
+        }
+        "metadata" => {
+            let (v, mk) = num_mask(value, u64::MAX).ok_or_else(|| bad("a 64-bit value[/mask]"))?;
+            m.with(Field::Metadata, v, mk)
+        }
+        _ => return Err(format!("unknown field '{key}' (in '{word}')")),
+    })
+}
+
+/// Splits the action list on commas outside parentheses.
+fn split_actions(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(text[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(text[start..].trim());
+    out.into_iter().filter(|a| !a.is_empty()).collect()
+}
+
+fn mac_value(s: &str) -> Option<u64> {
+    parse_mac(s).map(|m| u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]]))
+}
+
+pub fn parse_actions(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<Vec<Action>, String> {
+    let mut actions = Vec::new();
+    let items = split_actions(text);
+    for item in &items {
+        let lower = item.to_ascii_lowercase();
+        let (name, arg) = match item.split_once([':', '(']) {
+            Some((n, a)) => (n.to_ascii_lowercase(), Some(a.trim_end_matches(')'))),
+            None => (lower.clone(), None),
+        };
+        let bad = |what: &str| format!("invalid action '{item}': {what}");
+        let port = |p: &str| parse_num(p).filter(|n| *n <= 0xffff).map(|n| n as u16).or_else(|| ports(p));
+        let action = match (name.as_str(), arg) {
+            ("drop", None) => {
+                if items.len() > 1 {
+                    return Err("'drop' must be the only action".into());
+                }
+                continue;
+            }
+            ("normal", None) => Action::Normal,
+            ("flood", None) => Action::Flood,
+            ("all", None) => Action::All,
+            ("in_port", None) => Action::InPort,
+            ("output", Some(p)) => Action::Output(port(p).ok_or_else(|| bad("no such port"))?),
+            ("mod_dl_src", Some(v)) => {
+                Action::SetField(Field::DlSrc, mac_value(v).ok_or_else(|| bad("a MAC address"))?)
+            }
+            ("mod_dl_dst", Some(v)) => {
+                Action::SetField(Field::DlDst, mac_value(v).ok_or_else(|| bad("a MAC address"))?)
+            }
+            ("mod_nw_src", Some(v)) => Action::SetField(
+                Field::NwSrc,
+                u32::from(v.parse::<Ipv4Addr>().map_err(|_| bad("an IPv4 address"))?).into(),
+            ),
+            ("mod_nw_dst", Some(v)) => Action::SetField(
+                Field::NwDst,
+                u32::from(v.parse::<Ipv4Addr>().map_err(|_| bad("an IPv4 address"))?).into(),
+            ),
+            ("mod_tp_src", Some(v)) => Action::SetField(
+                Field::TpSrc,
+                parse_num(v).filter(|n| *n <= 0xffff).ok_or_else(|| bad("a port"))?,
+            ),
+            ("mod_tp_dst", Some(v)) => Action::SetField(
+                Field::TpDst,
+                parse_num(v).filter(|n| *n <= 0xffff).ok_or_else(|| bad("a port"))?,
+            ),
+            ("mod_vlan_vid", Some(v)) => {
+                let vid = parse_num(v).filter(|n| *n <= 4095).ok_or_else(|| bad("a VLAN id, 0 to 4095"))?;
+                Action::SetField(Field::VlanTci, 0x1000 | vid)
+            }
+            ("strip_vlan" | "pop_vlan", None) => Action::SetField(Field::VlanTci, 0),
+            ("resubmit", Some(arg)) => {
+                // resubmit:PORT is not supported; resubmit(,TABLE) is.
+                let table = arg.strip_prefix(',').ok_or_else(|| bad("write resubmit(,TABLE)"))?;
+                Action::Resubmit(
+                    parse_num(table).filter(|t| *t <= 254).ok_or_else(|| bad("a table 0 to 254"))? as u8,
+                )
+            }
+            ("goto_table", Some(t)) => Action::GotoTable(
+                parse_num(t).filter(|t| *t <= 254).ok_or_else(|| bad("a table 0 to 254"))? as u8,
+            ),
+            (n, None) if port(n).is_some() && parse_num(n).is_some() => {
+                Action::Output(port(n).expect("checked"))
+            }
+            _ => return Err(format!("unknown action '{item}'")),
+        };
+        actions.push(action);
+    }
+    Ok(actions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::any;
+
+    fn ports(name: &str) -> Option<u16> {
+        match name {
+            "p1" => Some(1),
+            "p2" => Some(2),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<FlowSpec, String> {
+        parse_flow(text, &ports)
+    }
+
+    #[test]
+    fn a_typical_acl() {
+        let f =
+            parse("table=1,priority=100,in_port=p1,tcp,nw_src=198.18.0.0/24,tp_dst=80,actions=drop").unwrap();
+        assert_eq!((f.table, f.priority), (1, 100));
+        assert!(f.actions.is_empty());
+        let expected = Match::default()
+            .with(Field::DlType, 0x0800, u64::MAX)
+            .with(Field::NwProto, 6, u64::MAX)
+            .with(Field::InPort, 1, u64::MAX)
+            .with(Field::NwSrc, 0xc612_0000, 0xffff_ff00)
+            .with(Field::TpDst, 80, u64::MAX);
+        assert_eq!(f.matcher, expected);
+    }
+
+    #[test]
+    fn actions_parse_in_order() {
+        let f = parse("priority=5 dl_vlan=10 actions=mod_vlan_vid:20,mod_dl_src:02:00:00:00:00:01,resubmit(,2),output:p2,NORMAL").unwrap();
+        assert_eq!(
+            f.actions,
+            vec![
+                Action::SetField(Field::VlanTci, 0x1014),
+                Action::SetField(Field::DlSrc, 0x0200_0000_0001),
+                Action::Resubmit(2),
+                Action::Output(2),
+                Action::Normal,
+            ]
+        );
+        assert_eq!(parse("actions=3").unwrap().actions, vec![Action::Output(3)]);
+        assert_eq!(parse("actions=goto_table:4").unwrap().actions, vec![Action::GotoTable(4)]);
+        assert_eq!(parse("priority=0,actions=NORMAL").unwrap().priority, 0);
+        assert_eq!(parse("actions=drop").unwrap().priority, DEFAULT_PRIORITY);
+    }
+
+    #[test]
+    fn masks_prefixes_and_flags() {
+        let f = parse("dl_dst=01:00:00:00:00:00/01:00:00:00:00:00,tcp,tcp_flags=+syn-ack,tp_src=0x1000/0xf000,actions=drop").unwrap();
+        assert_eq!(Field::DlDst.get(&f.matcher.mask), 0x0100_0000_0000);
+        assert_eq!(
+            (Field::TcpFlags.get(&f.matcher.value), Field::TcpFlags.get(&f.matcher.mask)),
+            (0x002, 0x012)
+        );
+        assert_eq!(Field::TpSrc.get(&f.matcher.mask), 0xf000);
+        let f = parse("ip,nw_dst=198.18.7.9/255.255.0.0,actions=drop").unwrap();
+        assert_eq!(Field::NwDst.get(&f.matcher.value), 0xc612_0000);
+        let f = parse("ipv6,ipv6_src=2001:db8::/32,actions=drop").unwrap();
+        assert_eq!(Field::Ipv6SrcHi.get(&f.matcher.mask), 0xffff_ffff_0000_0000);
+    }
+
+    #[test]
+    fn errors_name_the_offending_word() {
+        let cases = [
+            ("nw_srcc=1.2.3.4,actions=drop", "unknown field 'nw_srcc'"),
+            ("nw_src=1.2.3.4,actions=drop", "nw_src needs ip or arp"),
+            ("ip,tp_dst=80,actions=drop", "tp_dst needs tcp"),
+            ("ip,nw_src=1.2.3,actions=drop", "'nw_src=1.2.3'"),
+            ("in_port=nope,actions=drop", "no such port"),
+            ("table=300,actions=drop", "'table=300'"),
+            ("ip", "no actions"),
+            ("actions=output:nope", "'output:nope'"),
+            ("actions=frobnicate", "unknown action 'frobnicate'"),
+            ("actions=drop,output:1", "only action"),
+            ("tcp=1,actions=drop", "takes no value"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(expected), "{text:?} gave {err:?}, expected it to mention {expected:?}");
+        }
+    }
+
+    #[test]
+    fn untagged_and_priority_matches() {
+        let f = parse("dl_vlan=0xffff,actions=drop").unwrap();
+        assert_eq!((Field::VlanTci.get(&f.matcher.value), Field::VlanTci.get(&f.matcher.mask)), (0, 0x1fff));
+        let f = parse("dl_vlan_pcp=5,actions=drop").unwrap();
+        assert_eq!(Field::VlanTci.get(&f.matcher.value), 0x1000 | (5 << 13));
+    }
+
+    proptest::proptest! {
+        // Whatever a user types, the parser answers with a flow or an error.
+        #[test]
+        fn any_text_parses_or_errs(text in "[a-z_0-9=:,./()+\\- x]{0,80}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn any_bytes_as_text_parse_or_err(text in any::<String>()) {
+            let _ = parse(&text);
+        }
+    }
+}
