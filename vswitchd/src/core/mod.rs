@@ -11,6 +11,7 @@ pub mod mac_learning;
 pub mod ofctl;
 pub mod offload;
 pub mod packet;
+pub mod rewrite;
 pub mod vlan;
 
 /// Datapath time in milliseconds from an arbitrary origin. The shell derives

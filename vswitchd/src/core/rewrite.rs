@@ -1,0 +1,298 @@
+//! Field rewrites on a frame (the `mod_*` and `set_field` actions), with
+//! checksums kept right by incremental update (RFC 1624) rather than
+//! recomputation, so the cost does not grow with the payload.
+//!
+//! A frame whose transport checksum is still to be computed by offload
+//! ([`Offload::needs_csum`]) holds, in its checksum field, the sum of the
+//! pseudo-header, not inverted. Changing an address changes that sum the
+//! other way round, and changing a port needs nothing (the port is in the
+//! range the offload engine will sum). Both cases are handled here.
+
+use super::classifier::Field;
+use super::offload::Offload;
+use super::packet::{retag, L2Header};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewriteError {
+    /// The frame lacks the header the field belongs to.
+    NotApplicable,
+    /// The field cannot be rewritten on frames.
+    Unsupported,
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// Replaces `old` by `new` (16-bit words) under checksum `sum`. A regular
+/// checksum is the complement of the sum; a partial one is the sum itself.
+fn words(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+}
+
+fn adjust(sum: u16, old: &[u8], new: &[u8], partial: bool) -> u16 {
+    let mut acc = u32::from(if partial { sum } else { !sum });
+    for w in words(old) {
+        acc += u32::from(!(w as u16));
+    }
+    for w in words(new) {
+        acc += w;
+    }
+    let s = fold(acc);
+    if partial {
+        s
+    } else {
+        !s
+    }
+}
+
+fn get16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Where the IPv4 and transport headers of a frame are.
+struct Ipv4At {
+    l3: usize,
+    l4: Option<(usize, u8)>,
+}
+
+fn ipv4(frame: &[u8], l2: &L2Header) -> Option<Ipv4At> {
+    if l2.ether_type != 0x0800 {
+        return None;
+    }
+    let l3 = l2.payload_offset;
+    let ihl = usize::from(*frame.get(l3)? & 0x0f) * 4;
+    if ihl < 20 || frame.len() < l3 + ihl {
+        return None;
+    }
+    let first_fragment = get16(frame, l3 + 6) & 0x1fff == 0;
+    let proto = frame[l3 + 9];
+    let l4 = l3 + ihl;
+    let l4_ok = match proto {
+        6 => frame.len() >= l4 + 20,
+        17 => frame.len() >= l4 + 8,
+        _ => false,
+    };
+    Some(Ipv4At { l3, l4: (first_fragment && l4_ok).then_some((l4, proto)) })
+}
+
+/// Where a transport protocol keeps its checksum, and whether zero means
+/// "no checksum" (UDP over IPv4).
+fn l4_csum_at(l4: usize, proto: u8) -> (usize, bool) {
+    if proto == 6 {
+        (l4 + 16, false)
+    } else {
+        (l4 + 6, true)
+    }
+}
+
+fn fix_l4(
+    frame: &mut [u8],
+    l4: usize,
+    proto: u8,
+    old: &[u8],
+    new: &[u8],
+    offload: &Offload,
+    in_pseudo: bool,
+) {
+    let (at, zero_means_none) = l4_csum_at(l4, proto);
+    let current = get16(frame, at);
+    if offload.needs_csum {
+        // The partial sum covers only the pseudo-header; ports are summed later.
+        if in_pseudo {
+            put16(frame, at, adjust(current, old, new, true));
+        }
+        return;
+    }
+    if zero_means_none && current == 0 {
+        return;
+    }
+    let mut updated = adjust(current, old, new, false);
+    if zero_means_none && updated == 0 {
+        updated = 0xffff;
+    }
+    put16(frame, at, updated);
+}
+
+/// Applies `field := value` to `frame` (a private copy), keeping the
+/// offload metadata right when the frame's length changes.
+pub fn set_field(
+    frame: &mut Vec<u8>,
+    offload: &mut Offload,
+    field: Field,
+    value: u64,
+) -> Result<(), RewriteError> {
+    let l2 = L2Header::parse(frame).map_err(|_| RewriteError::NotApplicable)?;
+    match field {
+        Field::DlDst => frame[0..6].copy_from_slice(&value.to_be_bytes()[2..8]),
+        Field::DlSrc => frame[6..12].copy_from_slice(&value.to_be_bytes()[2..8]),
+        Field::VlanTci => {
+            let present = value & 0x1000 != 0;
+            let vid = present.then_some((value & 0x0fff) as u16);
+            let before = frame.len();
+            let mut out = Vec::with_capacity(frame.len() + 4);
+            retag(frame, &l2, vid, &mut out);
+            // A new tag takes the priority given, a rewritten one keeps its own.
+            if present && l2.outer_vlan().is_none() {
+                let pcp = ((value >> 13) & 0x7) as u8;
+                out[14] = (out[14] & 0x1f) | (pcp << 5);
+            }
+            *frame = out;
+            offload.shift(frame.len() as i32 - before as i32);
+        }
+        Field::NwSrc | Field::NwDst => {
+            let ip = ipv4(frame, &l2).ok_or(RewriteError::NotApplicable)?;
+            let at = ip.l3 + if field == Field::NwSrc { 12 } else { 16 };
+            let old: [u8; 4] = frame[at..at + 4].try_into().unwrap();
+            let new = (value as u32).to_be_bytes();
+            frame[at..at + 4].copy_from_slice(&new);
+            let csum = get16(frame, ip.l3 + 10);
+            put16(frame, ip.l3 + 10, adjust(csum, &old, &new, false));
+            if let Some((l4, proto)) = ip.l4 {
+                fix_l4(frame, l4, proto, &old, &new, offload, true);
+            }
+        }
+        Field::TpSrc | Field::TpDst => {
+            let ip = ipv4(frame, &l2).ok_or(RewriteError::NotApplicable)?;
+            let (l4, proto) = ip.l4.ok_or(RewriteError::NotApplicable)?;
+            let at = l4 + if field == Field::TpSrc { 0 } else { 2 };
+            let old: [u8; 2] = frame[at..at + 2].try_into().unwrap();
+            let new = (value as u16).to_be_bytes();
+            frame[at..at + 2].copy_from_slice(&new);
+            fix_l4(frame, l4, proto, &old, &new, offload, false);
+        }
+        // Pipeline metadata lives outside the frame.
+        Field::Metadata => {}
+        _ => return Err(RewriteError::Unsupported),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::offload::{finish, Gso};
+    use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+
+    fn udp_frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
+            .udp(4000, 53)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    }
+
+    fn tcp_frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
+            .tcp(40000, 80, 7, 1000)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    }
+
+    /// Whether every checksum of the frame is right, by etherparse.
+    fn checksums_ok(frame: &[u8]) -> bool {
+        let p = SlicedPacket::from_ethernet(frame).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &p.net else { return false };
+        let h = ip.header().to_header();
+        if h.calc_header_checksum() != h.header_checksum {
+            return false;
+        }
+        match &p.transport {
+            Some(TransportSlice::Tcp(t)) => {
+                t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap() == t.checksum()
+            }
+            Some(TransportSlice::Udp(u)) => {
+                u.checksum() == 0
+                    || u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap() == u.checksum()
+            }
+            _ => true,
+        }
+    }
+
+    #[test]
+    fn address_and_port_rewrites_keep_checksums_right() {
+        for original in [udp_frame(b"payload of odd len"), tcp_frame(b"GET / HTTP/1.0\r\n\r\n")] {
+            let mut f = original.clone();
+            let mut o = Offload::NONE;
+            set_field(&mut f, &mut o, Field::NwSrc, 0xc613_0a0b).unwrap();
+            set_field(&mut f, &mut o, Field::NwDst, 0x0a00_0001).unwrap();
+            set_field(&mut f, &mut o, Field::TpDst, 8080).unwrap();
+            set_field(&mut f, &mut o, Field::TpSrc, 1).unwrap();
+            assert!(checksums_ok(&f), "{f:02x?}");
+            let p = SlicedPacket::from_ethernet(&f).unwrap();
+            let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!() };
+            assert_eq!(ip.header().source(), [198, 19, 10, 11]);
+            assert_eq!(ip.header().destination(), [10, 0, 0, 1]);
+        }
+    }
+
+    #[test]
+    fn rewrites_of_partial_checksums_finish_right() {
+        // A CHECKSUM_PARTIAL frame as the kernel hands it over: the TCP
+        // field holds the pseudo-header sum, not inverted.
+        let good = tcp_frame(b"offloaded data");
+        let mut partial = good.clone();
+        let l4 = 34;
+        put16(&mut partial, l4 + 16, 0);
+        let mut pseudo: u32 = 6 + (partial.len() - l4) as u32;
+        for c in partial[26..34].chunks(2) {
+            pseudo += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        put16(&mut partial, l4 + 16, fold(pseudo));
+        let mut o = Offload {
+            needs_csum: true,
+            csum_start: l4 as u16,
+            csum_offset: 16,
+            gso: Gso::None,
+            ..Offload::NONE
+        };
+        set_field(&mut partial, &mut o, Field::NwDst, 0xc612_0063).unwrap();
+        set_field(&mut partial, &mut o, Field::TpDst, 443).unwrap();
+        let mut out = Vec::new();
+        finish(&partial, &o, &mut |f| out.push(f.to_vec())).unwrap();
+        assert!(checksums_ok(&out[0]), "the finished frame's checksum is wrong");
+    }
+
+    #[test]
+    fn macs_and_vlans() {
+        let mut f = udp_frame(b"x");
+        let mut o = Offload { needs_csum: true, csum_start: 34, csum_offset: 6, ..Offload::NONE };
+        set_field(&mut f, &mut o, Field::DlSrc, 0x0200_0000_00aa).unwrap();
+        assert_eq!(&f[6..12], &[2, 0, 0, 0, 0, 0xaa]);
+        set_field(&mut f, &mut o, Field::VlanTci, 0x1000 | (5 << 13) | 10).unwrap();
+        assert_eq!(&f[12..16], &[0x81, 0x00, 0xa0, 0x0a]);
+        assert_eq!(o.csum_start, 38, "offsets follow the pushed tag");
+        set_field(&mut f, &mut o, Field::VlanTci, 0x1000 | 20).unwrap();
+        assert_eq!(&f[12..16], &[0x81, 0x00, 0xa0, 0x14], "a rewritten tag keeps its priority");
+        set_field(&mut f, &mut o, Field::VlanTci, 0).unwrap();
+        assert_eq!(&f[12..14], &[0x08, 0x00]);
+        assert_eq!(o.csum_start, 34);
+    }
+
+    #[test]
+    fn inapplicable_rewrites_are_errors_not_panics() {
+        let mut arp = vec![0xff; 6];
+        arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        arp.resize(60, 0);
+        let mut o = Offload::NONE;
+        assert_eq!(set_field(&mut arp, &mut o, Field::NwSrc, 1), Err(RewriteError::NotApplicable));
+        assert_eq!(set_field(&mut arp, &mut o, Field::TpDst, 1), Err(RewriteError::NotApplicable));
+        assert_eq!(set_field(&mut vec![0; 10], &mut o, Field::DlSrc, 1), Err(RewriteError::NotApplicable));
+        let mut cut = udp_frame(b"");
+        cut.truncate(30);
+        assert_eq!(set_field(&mut cut, &mut o, Field::NwDst, 1), Err(RewriteError::NotApplicable));
+        assert_eq!(set_field(&mut udp_frame(b""), &mut o, Field::ArpSha, 1), Err(RewriteError::Unsupported));
+    }
+}
