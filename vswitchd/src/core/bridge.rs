@@ -15,11 +15,16 @@
 //! copy only for a port whose tagging differs from the frame's. Counters are
 //! plain integers: a bridge is owned by one thread.
 
+use std::collections::HashMap;
+
+use super::classifier::{pack, Action, MegaflowCache, RuleId, Tables};
 use super::mac_learning::{MacTable, DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
+use super::ofctl::FlowSpec;
 use super::offload::Offload;
 use super::packet::{
     is_multicast, is_reserved_multicast, needs_retag, retag, FlowKey, L2Header, Malformation,
 };
+use super::rewrite;
 use super::vlan::PortVlan;
 use super::{DropReason, Timestamp};
 
@@ -103,6 +108,22 @@ pub enum Disposition {
     Dropped(DropReason),
 }
 
+/// A flow's bookkeeping beside its rule: what `dump-flows` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowEntry {
+    pub spec: FlowSpec,
+    pub packets: u64,
+    pub bytes: u64,
+    pub created: Timestamp,
+    pub last_used: Timestamp,
+}
+
+/// Looked up per frame for its counters: a fast hasher.
+type FlowEntries = HashMap<RuleId, FlowEntry, foldhash::fast::RandomState>;
+
+/// How often, in datapath time, flows are checked for timeouts.
+const FLOW_EXPIRY_EVERY_MS: u64 = 1000;
+
 pub struct Bridge {
     /// Indexed by OpenFlow port number; 0 is never used.
     ports: Vec<Option<BridgePort>>,
@@ -113,6 +134,19 @@ pub struct Bridge {
     /// The key of the frame being switched, refilled per frame.
     key: FlowKey,
     scratch: Vec<u8>,
+    tables: Tables,
+    cache: MegaflowCache,
+    flows: FlowEntries,
+    /// The `priority=0,actions=NORMAL` rule every bridge starts with, while
+    /// it exists; when it is the only rule, frames skip the tables.
+    default_rule: Option<RuleId>,
+    /// The default flow's counters since they were last folded into its
+    /// entry: kept in plain fields so the direct path does no lookup.
+    default_pending: (u64, u64, Timestamp),
+    next_flow_expiry: u64,
+    /// Reused per frame: the decided actions and a rewritten frame.
+    actions: Vec<Action>,
+    rewritten: Vec<u8>,
 }
 
 impl Default for Bridge {
@@ -123,14 +157,108 @@ impl Default for Bridge {
 
 impl Bridge {
     pub fn new(settings: BridgeSettings) -> Bridge {
-        Bridge {
+        let mut bridge = Bridge {
             ports: Vec::new(),
             mac: MacTable::new(settings.mac_table_size, settings.mac_aging_secs),
             settings,
             forwarded: 0,
             key: FlowKey::default(),
             scratch: Vec::with_capacity(2048),
+            tables: Tables::default(),
+            cache: MegaflowCache::default(),
+            flows: FlowEntries::default(),
+            default_rule: None,
+            default_pending: (0, 0, Timestamp::default()),
+            next_flow_expiry: 0,
+            actions: Vec::new(),
+            rewritten: Vec::new(),
+        };
+        let normal = FlowSpec {
+            table: 0,
+            priority: 0,
+            cookie: 0,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            matcher: Default::default(),
+            actions: vec![Action::Normal],
+        };
+        bridge.default_rule = Some(bridge.add_flow(normal, Timestamp::default()));
+        bridge
+    }
+
+    /// Adds a flow; an existing flow with the same table, priority and
+    /// match is replaced (its counters start over), as OpenFlow's add does.
+    pub fn add_flow(&mut self, spec: FlowSpec, now: Timestamp) -> RuleId {
+        self.fold_default_counters();
+        let same: Vec<RuleId> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| {
+                f.spec.table == spec.table
+                    && f.spec.priority == spec.priority
+                    && f.spec.matcher == spec.matcher
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in same {
+            self.remove_flow(id);
         }
+        let id = self.tables.add(spec.table, spec.priority, spec.matcher.clone(), spec.actions.clone());
+        self.flows.insert(id, FlowEntry { spec, packets: 0, bytes: 0, created: now, last_used: now });
+        id
+    }
+
+    pub fn remove_flow(&mut self, id: RuleId) -> Option<FlowEntry> {
+        self.fold_default_counters();
+        self.tables.remove(id)?;
+        if self.default_rule == Some(id) {
+            self.default_rule = None;
+        }
+        self.flows.remove(&id)
+    }
+
+    fn fold_default_counters(&mut self) {
+        let (packets, bytes, last) = std::mem::take(&mut self.default_pending);
+        if packets == 0 {
+            return;
+        }
+        if let Some(f) = self.default_rule.and_then(|id| self.flows.get_mut(&id)) {
+            f.packets += packets;
+            f.bytes += bytes;
+            f.last_used = f.last_used.max(last);
+        }
+    }
+
+    /// Every flow with its counters, by id (the order they were added).
+    pub fn flows(&mut self) -> impl Iterator<Item = (RuleId, &FlowEntry)> {
+        self.fold_default_counters();
+        let mut ids: Vec<RuleId> = self.flows.keys().copied().collect();
+        ids.sort_unstable();
+        let flows = &self.flows;
+        ids.into_iter().map(move |id| (id, &flows[&id]))
+    }
+
+    pub fn megaflows(&self) -> &MegaflowCache {
+        &self.cache
+    }
+
+    /// Removes flows whose idle or hard timeout has passed; returns them.
+    pub fn expire_flows(&mut self, now: Timestamp) -> Vec<FlowEntry> {
+        self.fold_default_counters();
+        let ms = now.millis();
+        let expired: Vec<RuleId> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| {
+                let idle = f.spec.idle_timeout != 0
+                    && ms.saturating_sub(f.last_used.millis()) >= u64::from(f.spec.idle_timeout) * 1000;
+                let hard = f.spec.hard_timeout != 0
+                    && ms.saturating_sub(f.created.millis()) >= u64::from(f.spec.hard_timeout) * 1000;
+                idle || hard
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        expired.into_iter().filter_map(|id| self.remove_flow(id)).collect()
     }
 
     pub fn settings(&self) -> BridgeSettings {
@@ -204,6 +332,10 @@ impl Bridge {
         tx: &mut impl Transmit,
     ) {
         self.mac.expire(now);
+        if now.millis() >= self.next_flow_expiry {
+            self.expire_flows(now);
+            self.next_flow_expiry = now.millis() + FLOW_EXPIRY_EVERY_MS;
+        }
         for packet in packets {
             self.receive(now, in_port, packet.into(), tx);
         }
@@ -223,7 +355,7 @@ impl Bridge {
         };
         input.counters.rx_packets += 1;
         input.counters.rx_bytes += packet.data.len() as u64;
-        let disposition = match self.normal(now, in_port, packet, tx) {
+        let disposition = match self.process(now, in_port, packet, tx) {
             Ok(outputs) => {
                 self.forwarded += 1;
                 Disposition::Forwarded { outputs }
@@ -238,7 +370,9 @@ impl Bridge {
         disposition
     }
 
-    fn normal(
+    /// Parses the frame and runs it through the flow tables (through the
+    /// megaflow cache), executing what they decide.
+    fn process(
         &mut self,
         now: Timestamp,
         in_port: u16,
@@ -246,10 +380,119 @@ impl Bridge {
         tx: &mut impl Transmit,
     ) -> Result<u16, DropReason> {
         let l2 = self.key.extract_into(packet.data, in_port)?;
-        let input = self.ports[usize::from(in_port)].as_mut().expect("checked by receive");
         if let Some(m) = self.key.malformed {
+            let input = self.ports[usize::from(in_port)].as_mut().expect("checked by receive");
             input.counters.malformed[m as usize] += 1;
         }
+        let bytes = packet.data.len() as u64;
+        if self.default_rule.is_some() && self.tables.len() == 1 {
+            let pending = &mut self.default_pending;
+            (pending.0, pending.1, pending.2) = (pending.0 + 1, pending.1 + bytes, now);
+            return self.normal(now, in_port, &packet, &l2, tx);
+        }
+        let key = pack(&self.key, 0);
+        let (actions, rules) = self.cache.decide(&self.tables, &key);
+        let mut decided = std::mem::take(&mut self.actions);
+        decided.clear();
+        decided.extend_from_slice(actions);
+        for id in rules {
+            Self::count(&mut self.flows, *id, bytes, now);
+        }
+        let result = self.execute(now, in_port, packet, l2, &decided, tx);
+        self.actions = decided;
+        result
+    }
+
+    fn count(flows: &mut FlowEntries, id: RuleId, bytes: u64, now: Timestamp) {
+        if let Some(f) = flows.get_mut(&id) {
+            f.packets += 1;
+            f.bytes += bytes;
+            f.last_used = now;
+        }
+    }
+
+    fn execute(
+        &mut self,
+        now: Timestamp,
+        in_port: u16,
+        packet: Packet,
+        mut l2: L2Header,
+        actions: &[Action],
+        tx: &mut impl Transmit,
+    ) -> Result<u16, DropReason> {
+        if actions.is_empty() {
+            return Err(DropReason::FlowDrop);
+        }
+        let mut frame = std::mem::take(&mut self.rewritten);
+        let mut rewritten = false;
+        let mut offload = packet.offload;
+        let mut outputs = 0;
+        let mut normal_drop = None;
+        for action in actions {
+            let current = Packet { data: if rewritten { &frame } else { packet.data }, offload };
+            match action {
+                Action::SetField(field, value) => {
+                    if !rewritten {
+                        frame.clear();
+                        frame.extend_from_slice(packet.data);
+                        rewritten = true;
+                    }
+                    // A rewrite that does not apply (mod_nw_src on ARP) is
+                    // skipped, as OVS skips actions whose prerequisites fail.
+                    if rewrite::set_field(&mut frame, &mut offload, *field, *value).is_ok() {
+                        if let Ok(parsed) = L2Header::parse(&frame) {
+                            l2 = parsed;
+                        }
+                    }
+                }
+                Action::Output(port) if *port != in_port => {
+                    outputs += u16::from(self.raw_output(*port, &current, tx))
+                }
+                Action::Output(_) => {}
+                Action::InPort => outputs += u16::from(self.raw_output(in_port, &current, tx)),
+                Action::Flood | Action::All => {
+                    for port in 1..self.ports.len() as u16 {
+                        if port != in_port {
+                            outputs += u16::from(self.raw_output(port, &current, tx));
+                        }
+                    }
+                }
+                Action::Normal => match self.normal(now, in_port, &current, &l2, tx) {
+                    Ok(n) => outputs += n,
+                    Err(reason) => normal_drop = Some(reason),
+                },
+                Action::Resubmit(_) | Action::GotoTable(_) => {}
+            }
+        }
+        self.rewritten = frame;
+        if outputs == 0 {
+            return Err(normal_drop.unwrap_or(DropReason::FlowDrop));
+        }
+        Ok(outputs)
+    }
+
+    /// Sends the frame as it is, with no VLAN policy: what `output:PORT`
+    /// and `FLOOD` do in OpenFlow.
+    fn raw_output(&mut self, port: u16, packet: &Packet, tx: &mut impl Transmit) -> bool {
+        let Some(Some(out)) = self.ports.get_mut(usize::from(port)) else {
+            return false;
+        };
+        out.counters.tx_packets += 1;
+        out.counters.tx_bytes += packet.data.len() as u64;
+        tx.transmit(port, packet.data, &packet.offload);
+        true
+    }
+
+    /// NORMAL: the learning L2 switch with VLANs.
+    fn normal(
+        &mut self,
+        now: Timestamp,
+        in_port: u16,
+        packet: &Packet,
+        l2: &L2Header,
+        tx: &mut impl Transmit,
+    ) -> Result<u16, DropReason> {
+        let input = self.ports[usize::from(in_port)].as_ref().expect("checked by receive");
         if !self.settings.forward_bpdu && is_reserved_multicast(&l2.dst) {
             return Err(DropReason::ReservedMulticast);
         }
@@ -261,14 +504,14 @@ impl Bridge {
                 if out == in_port {
                     return Err(DropReason::SamePort);
                 }
-                if self.output(out, vlan, &packet, &l2, tx) {
+                if self.output(out, vlan, packet, l2, tx) {
                     return Ok(1);
                 }
             }
         }
         let mut outputs = 0;
         for out in 1..self.ports.len() as u16 {
-            if out != in_port && self.output(out, vlan, &packet, &l2, tx) {
+            if out != in_port && self.output(out, vlan, packet, l2, tx) {
                 outputs += 1;
             }
         }
@@ -318,6 +561,7 @@ mod tests {
 
     const A: Mac = [0x02, 0, 0, 0, 0, 0xa];
     const B: Mac = [0x02, 0, 0, 0, 0, 0xb];
+    const C: Mac = [0x02, 0, 0, 0, 0, 0xc];
     const BROADCAST: Mac = [0xff; 6];
 
     fn frame(dst: Mac, src: Mac) -> Vec<u8> {
@@ -484,6 +728,120 @@ mod tests {
                 prop_assert_eq!(tx, out.len() as u64);
                 prop_assert!(br.mac_table().len() <= br.mac_table().capacity());
             }
+        }
+    }
+
+    mod flows {
+        use super::*;
+        use crate::core::ofctl::parse_flow;
+
+        fn ports(name: &str) -> Option<u16> {
+            name.strip_prefix('p').and_then(|n| n.parse().ok())
+        }
+
+        fn flow(br: &mut Bridge, text: &str) -> RuleId {
+            br.add_flow(parse_flow(text, &ports).unwrap(), Timestamp::from_millis(0))
+        }
+
+        fn udp(dst: Mac, src: Mac, ip_src: [u8; 4], ip_dst: [u8; 4], dport: u16) -> Vec<u8> {
+            let mut out = Vec::new();
+            etherparse::PacketBuilder::ethernet2(src, dst)
+                .ipv4(ip_src, ip_dst, 64)
+                .udp(40000, dport)
+                .write(&mut out, b"flow test payload")
+                .unwrap();
+            out
+        }
+
+        fn three_ports() -> Bridge {
+            bridge_with(&[PortVlan::default(), PortVlan::default(), PortVlan::default()])
+        }
+
+        #[test]
+        fn acl_drops_one_subnet_and_normal_switches_the_rest() {
+            let mut br = three_ports();
+            let acl = flow(&mut br, "priority=100,ip,nw_src=198.18.1.0/24,actions=drop");
+            let blocked = udp(B, A, [198, 18, 1, 7], [198, 18, 0, 2], 53);
+            let allowed = udp(B, A, [198, 18, 0, 7], [198, 18, 0, 2], 53);
+            assert!(send(&mut br, 0, 1, &blocked).is_empty());
+            assert_eq!(ports_of(&send(&mut br, 0, 1, &allowed)), vec![2, 3]);
+            assert_eq!(br.port(1).unwrap().counters.drop_count(DropReason::FlowDrop), 1);
+            let counted: Vec<(RuleId, u64)> = br.flows().map(|(id, f)| (id, f.packets)).collect();
+            assert!(counted.contains(&(acl, 1)), "{counted:?}");
+            assert!(counted.contains(&(br.default_rule.unwrap(), 1)), "{counted:?}");
+        }
+
+        #[test]
+        fn port_to_port_and_vlan_rewrite() {
+            let mut br = three_ports();
+            flow(&mut br, "in_port=1,actions=output:3");
+            flow(&mut br, "in_port=2,actions=mod_vlan_vid:20,output:3");
+            let f = frame(B, A);
+            assert_eq!(send(&mut br, 0, 1, &f), vec![(3, f.clone())]);
+            assert_eq!(send(&mut br, 0, 2, &f), vec![(3, tagged(B, A, 20))]);
+        }
+
+        #[test]
+        fn two_table_pipeline() {
+            let mut br = three_ports();
+            flow(&mut br, "table=0,priority=10,in_port=1,actions=goto_table:1");
+            flow(&mut br, "table=0,priority=10,in_port=2,actions=resubmit(,1),output:3");
+            flow(&mut br, "table=1,dl_dst=02:00:00:00:00:0b,actions=output:2");
+            flow(&mut br, "table=1,priority=0,actions=drop");
+            assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(B, A))), vec![2]);
+            assert!(send(&mut br, 0, 1, &frame(A, B)).is_empty());
+            // Port 2's frame: table 1 sends nothing back to port 2 (its input), then output:3.
+            assert_eq!(ports_of(&send(&mut br, 0, 2, &frame(B, A))), vec![3]);
+        }
+
+        #[test]
+        fn mac_and_address_rewrites_keep_checksums() {
+            let mut br = three_ports();
+            flow(&mut br, "in_port=1,udp,actions=mod_dl_dst:02:00:00:00:00:0c,mod_nw_dst:198.18.0.9,mod_tp_dst:5353,output:2");
+            let out = send(&mut br, 0, 1, &udp(B, A, [198, 18, 0, 1], [198, 18, 0, 2], 53));
+            assert_eq!(out.len(), 1);
+            let p = etherparse::SlicedPacket::from_ethernet(&out[0].1).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else { panic!() };
+            let Some(etherparse::TransportSlice::Udp(u)) = &p.transport else { panic!() };
+            let h = ip.header().to_header();
+            assert_eq!(&out[0].1[0..6], &C);
+            assert_eq!((ip.header().destination(), u.destination_port()), ([198, 18, 0, 9], 5353));
+            assert_eq!(h.calc_header_checksum(), h.header_checksum);
+            assert_eq!(u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap(), u.checksum());
+        }
+
+        #[test]
+        fn idle_timeout_expires_with_injected_time() {
+            let mut br = three_ports();
+            flow(&mut br, "priority=10,in_port=1,idle_timeout=10,actions=output:3");
+            assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(B, A))), vec![3]);
+            assert_eq!(ports_of(&send(&mut br, 9_000, 1, &frame(B, A))), vec![3]);
+            // Used at 9 s, so alive until 19 s; then NORMAL takes over.
+            assert_eq!(ports_of(&send(&mut br, 18_500, 1, &frame(B, A))), vec![3]);
+            assert_eq!(ports_of(&send(&mut br, 29_000, 1, &frame(B, A))), vec![2, 3]);
+            assert_eq!(br.flows().count(), 1, "only the default flow is left");
+        }
+
+        #[test]
+        fn a_new_rule_overrides_what_was_cached() {
+            let mut br = three_ports();
+            flow(&mut br, "priority=1,dl_type=0x0800,actions=NORMAL");
+            assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(B, A))), vec![2, 3]);
+            assert!(!br.megaflows().is_empty());
+            flow(&mut br, "priority=50,in_port=1,actions=drop");
+            assert!(send(&mut br, 0, 1, &frame(B, A)).is_empty());
+        }
+
+        #[test]
+        fn same_match_replaces_and_default_flow_can_go() {
+            let mut br = three_ports();
+            let first = flow(&mut br, "priority=5,in_port=1,actions=output:2");
+            flow(&mut br, "priority=5,in_port=1,actions=output:3");
+            assert!(br.flows().all(|(id, _)| id != first));
+            assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(B, A))), vec![3]);
+            let default = br.default_rule.unwrap();
+            br.remove_flow(default);
+            assert!(send(&mut br, 0, 2, &frame(B, A)).is_empty(), "a table miss drops");
         }
     }
 }

@@ -281,6 +281,8 @@ impl Classifier {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub actions: Vec<Action>,
+    /// The rules that matched on the way, for their counters.
+    pub rules: Vec<RuleId>,
     pub wildcards: Words,
 }
 
@@ -320,6 +322,14 @@ impl Tables {
         self.rules.values()
     }
 
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     pub fn rule(&self, id: RuleId) -> Option<&Rule> {
         self.rules.get(&id)
     }
@@ -328,7 +338,7 @@ impl Tables {
     /// later tables see; outputs are emitted in order. A miss in a table
     /// ends that table's processing (OpenFlow's table-miss drop).
     pub fn translate(&self, key: &Words) -> Decision {
-        let mut d = Decision { actions: Vec::new(), wildcards: [0; WORDS] };
+        let mut d = Decision { actions: Vec::new(), rules: Vec::new(), wildcards: [0; WORDS] };
         let mut working = *key;
         self.run_table(0, &mut working, &mut d, 0);
         d
@@ -344,6 +354,7 @@ impl Tables {
         // the conservative union below (looked-at bits of the current key)
         // keeps correctness by un-wildcarding a little more than needed.
         let Some(id) = classifier.lookup(key, &mut d.wildcards) else { return };
+        d.rules.push(id);
         let rule = &self.rules[&id];
         for action in &rule.actions {
             match action {
@@ -364,8 +375,12 @@ impl Tables {
     }
 }
 
-/// A cached decision and how many packets it served.
-type Megaflow = (Vec<Action>, u64);
+/// A cached decision: its actions, the rules behind it, packets served.
+type Megaflow = (Vec<Action>, Vec<RuleId>, u64);
+
+/// Beyond this many megaflows the cache starts over, so that traffic
+/// crafted to make every packet its own megaflow cannot grow it unbounded.
+pub const MAX_MEGAFLOWS: usize = 65_536;
 
 /// The megaflow cache: (mask, masked key) -> actions, one hash map per
 /// distinct mask. Valid only for the tables' generation it was filled
@@ -379,34 +394,45 @@ pub struct MegaflowCache {
 }
 
 impl MegaflowCache {
-    /// The actions for `key`, from the cache or, on a miss, from the
-    /// tables (then installed).
-    pub fn decide(&mut self, tables: &Tables, key: &Words) -> &[Action] {
-        if self.generation != tables.generation {
+    /// The actions for `key` and the rules behind them, from the cache or,
+    /// on a miss, from the tables (then installed).
+    pub fn decide(&mut self, tables: &Tables, key: &Words) -> (&[Action], &[RuleId]) {
+        if self.generation != tables.generation || self.len() >= MAX_MEGAFLOWS {
             self.subtables.clear();
             self.generation = tables.generation;
         }
         let found = self.subtables.iter().position(|(mask, flows)| flows.contains_key(&masked(key, mask)));
-        if let Some(i) = found {
-            self.hits += 1;
-            let (mask, flows) = &mut self.subtables[i];
-            let entry = flows.get_mut(&masked(key, mask)).expect("found above");
-            entry.1 += 1;
-            return &entry.0;
-        }
-        self.misses += 1;
-        let decision = tables.translate(key);
-        let i = match self.subtables.iter().position(|(m, _)| *m == decision.wildcards) {
-            Some(i) => i,
+        let i = match found {
+            Some(i) => {
+                self.hits += 1;
+                i
+            }
             None => {
-                self.subtables.push((decision.wildcards, HashMap::default()));
-                self.subtables.len() - 1
+                self.misses += 1;
+                let decision = tables.translate(key);
+                let i = match self.subtables.iter().position(|(m, _)| *m == decision.wildcards) {
+                    Some(i) => i,
+                    None => {
+                        self.subtables.push((decision.wildcards, HashMap::default()));
+                        self.subtables.len() - 1
+                    }
+                };
+                let (mask, flows) = &mut self.subtables[i];
+                flows.insert(masked(key, mask), (decision.actions, decision.rules, 0));
+                i
             }
         };
         let (mask, flows) = &mut self.subtables[i];
-        let entry = flows.entry(masked(key, mask)).or_insert((decision.actions, 0));
-        entry.1 += 1;
-        &entry.0
+        let entry = flows.get_mut(&masked(key, mask)).expect("present");
+        entry.2 += 1;
+        (&entry.0, &entry.1)
+    }
+
+    /// Every megaflow as (mask, masked key, actions, packets).
+    pub fn entries(&self) -> impl Iterator<Item = (&Words, &Words, &[Action], u64)> {
+        self.subtables
+            .iter()
+            .flat_map(|(mask, flows)| flows.iter().map(move |(k, e)| (mask, k, &e.0[..], e.2)))
     }
 
     pub fn len(&self) -> usize {
@@ -567,7 +593,7 @@ mod tests {
                     Op::Packet(i, s, d, t) => {
                         let k = key(i, s, d, t);
                         let expected: Vec<Action> = reference(&rules, &k).map(Action::Output).into_iter().collect();
-                        prop_assert_eq!(cache.decide(&tables, &k).to_vec(), expected.clone());
+                        prop_assert_eq!(cache.decide(&tables, &k).0.to_vec(), expected.clone());
                         prop_assert_eq!(tables.translate(&k).actions, expected);
                     }
                 }

@@ -45,16 +45,19 @@ pub enum DropReason {
     SamePort,
     /// No other port carries the frame's VLAN.
     NoDestination,
+    /// The flow tables said drop (a rule without actions, or no rule).
+    FlowDrop,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Runt,
         DropReason::TruncatedVlan,
         DropReason::ReservedMulticast,
         DropReason::VlanNotAllowed,
         DropReason::SamePort,
         DropReason::NoDestination,
+        DropReason::FlowDrop,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -66,6 +69,7 @@ impl DropReason {
             DropReason::VlanNotAllowed => "vlan_not_allowed",
             DropReason::SamePort => "same_port",
             DropReason::NoDestination => "no_destination",
+            DropReason::FlowDrop => "flow_drop",
         }
     }
 
