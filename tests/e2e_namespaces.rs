@@ -258,3 +258,31 @@ for _ in range(3):
     let stats = lab.sw.port_stats("br0", &trunk_port);
     assert!(stats["drop_reasons"].get("vlan_not_allowed").is_none(), "{stats}");
 }
+
+#[test]
+fn a_flow_drops_tcp_to_one_port_while_ping_passes() {
+    if !e2e_allowed("a_flow_drops_tcp_to_one_port_while_ping_passes") {
+        return;
+    }
+    let mut lab = Lab::new("acl");
+    lab.sw.ok(&["add-br", "br0"]);
+    let c1 = lab.container("br0", 1, &[]);
+    let _c2 = lab.container("br0", 2, &[]);
+    lab.sw.ok(&["add-flow", "br0", "priority=100,tcp,nw_dst=198.18.0.2,tp_dst=5201,actions=drop"]);
+    // A connect attempt, bounded to 3 s: 124 means it timed out.
+    let connect = |port: u16| {
+        let script = format!("exec 3<>/dev/tcp/198.18.0.2/{port}");
+        run(lab.c(c1).command("timeout").args(["3", "bash", "-c", &script])).status.code()
+    };
+    assert_eq!(connect(5201), Some(124), "TCP to port 5201 should be dropped (no answer at all)");
+    assert_ne!(connect(5202), Some(124), "TCP to port 5202 should reach c2 (refused quickly)");
+    assert!(lab.c(c1).pings("198.18.0.2", 3));
+    let flows = lab.sw.json(&["dump-flows", "br0"]);
+    let drop = flows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["flow"].as_str().unwrap().contains("tp_dst=5201"))
+        .expect("the drop flow is listed");
+    assert!(drop["n_packets"].as_u64().unwrap() >= 1, "{drop}");
+}

@@ -327,6 +327,42 @@ pub enum Command {
         #[serde(default)]
         if_exists: bool,
     },
+    AddFlow {
+        bridge: String,
+        flow: String,
+    },
+    /// Several flows at once (vsctl reads them from a file).
+    AddFlows {
+        bridge: String,
+        flows: Vec<String>,
+    },
+    ModFlows {
+        bridge: String,
+        flow: String,
+        #[serde(default)]
+        strict: bool,
+    },
+    DelFlows {
+        bridge: String,
+        #[serde(default)]
+        matcher: Option<String>,
+        #[serde(default)]
+        strict: bool,
+    },
+    /// Swaps the whole flow table set at once.
+    ReplaceFlows {
+        bridge: String,
+        flows: Vec<String>,
+    },
+    DumpFlows {
+        bridge: String,
+        #[serde(default)]
+        matcher: Option<String>,
+    },
+    /// The megaflow cache's entries.
+    DpctlDumpFlows {
+        bridge: String,
+    },
     FdbShow {
         bridge: String,
     },
@@ -353,6 +389,8 @@ impl Command {
                 | Command::Get { .. }
                 | Command::FdbShow { .. }
                 | Command::DumpPorts { .. }
+                | Command::DumpFlows { .. }
+                | Command::DpctlDumpFlows { .. }
         )
     }
 }
@@ -367,6 +405,31 @@ pub enum CommandResult {
     Show(Vec<BridgeView>),
     Fdb(Vec<FdbEntry>),
     Ports(Vec<PortStats>),
+    Flows(Vec<FlowView>),
+    Megaflows(Vec<MegaflowView>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowView {
+    pub cookie: u64,
+    pub duration_secs: f64,
+    pub table: u8,
+    pub n_packets: u64,
+    pub n_bytes: u64,
+    pub idle_timeout: u16,
+    pub hard_timeout: u16,
+    pub idle_age_secs: u64,
+    pub priority: u16,
+    /// The match and actions: `ip,nw_src=198.18.1.0/24 actions=drop`.
+    pub flow: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MegaflowView {
+    /// The fields the decision looked at, with their values and masks.
+    pub matcher: String,
+    pub packets: u64,
+    pub actions: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

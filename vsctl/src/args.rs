@@ -59,6 +59,14 @@ Database (TABLE is bridge, port or interface):
   get TABLE RECORD COL[:KEY]...       print values
   clear TABLE RECORD COL...           empty columns
   remove TABLE RECORD COL KEY...      remove keys from a map column (or VLANs from trunks)
+Flows (ovs-ofctl syntax):
+  add-flow BRIDGE FLOW                e.g. add-flow br0 'priority=100,ip,nw_src=198.18.1.0/24,actions=drop'
+  add-flows BRIDGE FILE               one flow per line, # comments
+  replace-flows BRIDGE FILE           swap in a whole new set at once
+  mod-flows [--strict] BRIDGE FLOW    change the actions of the flows FLOW's match covers
+  del-flows [--strict] BRIDGE [MATCH] delete the flows MATCH covers (all without one)
+  dump-flows BRIDGE [MATCH]           flows with n_packets, n_bytes, duration, idle_age
+  dpctl-dump-flows BRIDGE             the megaflow cache's entries and their hits
 State:
   show                                bridges, ports, interfaces and errors
   fdb-show BRIDGE                     the MAC learning table
@@ -90,6 +98,17 @@ fn exactly(args: &[String], n: usize, usage: &str) -> Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+/// A flow file: one flow per line; blank lines and `#` comments skipped.
+fn read_flows(path: &str) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the flow file {path}: {e}"))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
 }
 
 fn table(name: &str) -> Result<Table, String> {
@@ -143,7 +162,7 @@ pub fn parse(args: &[String], env_run_dir: Option<String>) -> Result<(Options, A
                 _ => return Err(format!("--format takes table or json, not {v:?}")),
             };
             i += n;
-        } else if arg == "--may-exist" || arg == "--if-exists" {
+        } else if arg == "--may-exist" || arg == "--if-exists" || arg == "--strict" {
             break;
         } else {
             return Err(format!("unknown option {arg}; see vsctl --help"));
@@ -190,14 +209,16 @@ pub fn parse(args: &[String], env_run_dir: Option<String>) -> Result<(Options, A
 fn parse_command(words: &[String]) -> Result<Command, String> {
     let mut may_exist = false;
     let mut if_exists = false;
+    let mut strict = false;
     let mut i = 0;
     while let Some(w) = words.get(i).filter(|w| w.starts_with("--")) {
         match w.as_str() {
             "--may-exist" => may_exist = true,
             "--if-exists" => if_exists = true,
+            "--strict" => strict = true,
             other => {
                 return Err(format!(
-                    "unknown command option {other}; commands take --may-exist or --if-exists"
+                    "unknown command option {other}; commands take --may-exist, --if-exists or --strict"
                 ))
             }
         }
@@ -205,6 +226,10 @@ fn parse_command(words: &[String]) -> Result<Command, String> {
     }
     let (name, args) = words[i..].split_first().ok_or("an option without a command")?;
     let name = name.as_str();
+    let takes_strict = matches!(name, "del-flows" | "mod-flows");
+    if strict && !takes_strict {
+        return Err(format!("{name} does not take --strict"));
+    }
     let allow = |may: bool, ifx: bool| -> Result<(), String> {
         if (may_exist && !may) || (if_exists && !ifx) {
             Err(format!("{name} does not take {}", if may_exist { "--may-exist" } else { "--if-exists" }))
@@ -357,6 +382,43 @@ fn parse_command(words: &[String]) -> Result<Command, String> {
                 if_exists,
             }
         }
+        "add-flow" => {
+            allow(false, false)?;
+            need(args, 2, "add-flow BRIDGE FLOW")?;
+            Command::AddFlow { bridge: args[0].clone(), flow: args[1..].join(" ") }
+        }
+        "add-flows" | "replace-flows" => {
+            allow(false, false)?;
+            exactly(args, 2, &format!("{name} BRIDGE FILE (one flow per line, # comments)"))?;
+            let flows = read_flows(&args[1])?;
+            if name == "add-flows" {
+                Command::AddFlows { bridge: args[0].clone(), flows }
+            } else {
+                Command::ReplaceFlows { bridge: args[0].clone(), flows }
+            }
+        }
+        "mod-flows" => {
+            allow(false, false)?;
+            need(args, 2, "mod-flows [--strict] BRIDGE FLOW")?;
+            Command::ModFlows { bridge: args[0].clone(), flow: args[1..].join(" "), strict }
+        }
+        "del-flows" => {
+            allow(false, false)?;
+            need(args, 1, "del-flows [--strict] BRIDGE [MATCH]")?;
+            let matcher = (args.len() > 1).then(|| args[1..].join(" "));
+            Command::DelFlows { bridge: args[0].clone(), matcher, strict }
+        }
+        "dump-flows" => {
+            allow(false, false)?;
+            need(args, 1, "dump-flows BRIDGE [MATCH]")?;
+            let matcher = (args.len() > 1).then(|| args[1..].join(" "));
+            Command::DumpFlows { bridge: args[0].clone(), matcher }
+        }
+        "dpctl-dump-flows" => {
+            allow(false, false)?;
+            exactly(args, 1, "dpctl-dump-flows BRIDGE")?;
+            Command::DpctlDumpFlows { bridge: args[0].clone() }
+        }
         "fdb-show" => {
             allow(false, false)?;
             exactly(args, 1, "fdb-show BRIDGE")?;
@@ -424,6 +486,22 @@ mod tests {
         assert!(parse_words("add-container-port br0 eth0 web1 --ip").is_err());
         assert!(parse_words("add-container-port br0 eth0 web1 --tag 70000").is_err());
         assert!(parse_words("add-container-port br0 eth0 web1 --colour red").is_err());
+    }
+
+    #[test]
+    fn flow_commands() {
+        let (_, action) = parse_words("--strict del-flows br0 priority=5,in_port=1").unwrap();
+        let Action::Transact(commands) = action else { panic!("not a transaction") };
+        assert_eq!(
+            commands[0],
+            Command::DelFlows {
+                bridge: "br0".into(),
+                matcher: Some("priority=5,in_port=1".into()),
+                strict: true
+            }
+        );
+        assert!(parse_words("--strict add-br br0").is_err());
+        assert!(parse_words("add-flows br0 /nonexistent/flows.txt").unwrap_err().contains("cannot read"));
     }
 
     #[test]

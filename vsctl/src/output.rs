@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use proto::{BridgeView, CommandResult, FdbEntry, PortStats};
+use proto::{BridgeView, CommandResult, FdbEntry, FlowView, MegaflowView, PortStats};
 
 fn map(m: &std::collections::BTreeMap<String, String>) -> String {
     let pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
@@ -83,6 +83,30 @@ pub fn ports(stats: &[PortStats]) -> String {
     out
 }
 
+/// As `ovs-ofctl dump-flows` prints them.
+pub fn flows(flows: &[FlowView]) -> String {
+    let mut out = String::new();
+    for f in flows {
+        let timeouts = match (f.idle_timeout, f.hard_timeout) {
+            (0, 0) => String::new(),
+            (i, 0) => format!("idle_timeout={i}, "),
+            (0, h) => format!("hard_timeout={h}, "),
+            (i, h) => format!("idle_timeout={i}, hard_timeout={h}, "),
+        };
+        let sep = if f.flow.starts_with("actions=") { " " } else { "," };
+        let _ = writeln!(
+            out,
+            " cookie={:#x}, duration={:.3}s, table={}, n_packets={}, n_bytes={}, {timeouts}idle_age={}, priority={}{sep}{}",
+            f.cookie, f.duration_secs, f.table, f.n_packets, f.n_bytes, f.idle_age_secs, f.priority, f.flow
+        );
+    }
+    out
+}
+
+pub fn megaflows(flows: &[MegaflowView]) -> String {
+    flows.iter().map(|m| format!("{}, packets:{}, actions:{}\n", m.matcher, m.packets, m.actions)).collect()
+}
+
 /// The text a command's result prints, if any.
 pub fn text(result: &CommandResult) -> String {
     match result {
@@ -93,6 +117,8 @@ pub fn text(result: &CommandResult) -> String {
         CommandResult::Show(bridges) => show(bridges),
         CommandResult::Fdb(entries) => fdb(entries),
         CommandResult::Ports(stats) => ports(stats),
+        CommandResult::Flows(f) => flows(f),
+        CommandResult::Megaflows(m) => megaflows(m),
     }
 }
 
@@ -105,5 +131,7 @@ pub fn json(result: &CommandResult) -> serde_json::Value {
         CommandResult::Show(v) => serde_json::json!(v),
         CommandResult::Fdb(v) => serde_json::json!(v),
         CommandResult::Ports(v) => serde_json::json!(v),
+        CommandResult::Flows(v) => serde_json::json!(v),
+        CommandResult::Megaflows(v) => serde_json::json!(v),
     }
 }

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::bridge::BridgeSettings;
 use crate::core::mac_learning::{DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
+use crate::core::ofctl::{parse_flow, parse_match, FlowSpec};
 use crate::core::vlan::{PortVlan, VlanMode};
 use crate::netns::Attachment;
 
@@ -118,11 +119,32 @@ impl PortConfig {
     }
 }
 
+/// A change to a bridge's flow tables, parsed and checked against the
+/// transaction's configuration, carried out once it commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowOp {
+    Add(Vec<FlowSpec>),
+    Replace(Vec<FlowSpec>),
+    /// Deletes the flows a match covers (all of them without one); strict:
+    /// only the flow with exactly this match and priority.
+    Delete {
+        filter: Option<(FlowSpec, bool)>,
+        strict: bool,
+    },
+    Modify {
+        spec: FlowSpec,
+        strict: bool,
+    },
+}
+
 /// A read of live state that the datapath answers once the transaction has
 /// committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LiveQuery {
     Show,
+    Flows { bridge: String, op: FlowOp },
+    DumpFlows { bridge: String, filter: Option<(FlowSpec, bool)> },
+    Megaflows { bridge: String },
     Fdb { bridge: String },
     FdbFlush { bridge: Option<String> },
     Stats { bridge: String, port: Option<String> },
@@ -132,7 +154,13 @@ pub enum LiveQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Done(CommandResult),
-    Live(LiveQuery),
+    Live(Box<LiveQuery>),
+}
+
+impl Outcome {
+    fn live(query: LiveQuery) -> Result<Outcome, RpcError> {
+        Ok(Outcome::Live(Box::new(query)))
+    }
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> RpcError {
@@ -262,7 +290,7 @@ impl Config {
                 Some(b) => done(Names(vec![b.to_owned()])),
                 None => Err(no_port(port)),
             },
-            Command::Show => Ok(Outcome::Live(LiveQuery::Show)),
+            Command::Show => Outcome::live(LiveQuery::Show),
             Command::Set { table, record, settings, if_exists } => {
                 if *if_exists && !self.record_exists(*table, record) {
                     return done(Done);
@@ -289,19 +317,53 @@ impl Config {
                 self.remove(*table, record, column, keys)?;
                 done(Done)
             }
+            Command::AddFlow { bridge, flow } => {
+                let specs = self.parse_flows(bridge, std::slice::from_ref(flow))?;
+                Outcome::live(LiveQuery::Flows { bridge: bridge.clone(), op: FlowOp::Add(specs) })
+            }
+            Command::AddFlows { bridge, flows } => {
+                let specs = self.parse_flows(bridge, flows)?;
+                Outcome::live(LiveQuery::Flows { bridge: bridge.clone(), op: FlowOp::Add(specs) })
+            }
+            Command::ReplaceFlows { bridge, flows } => {
+                let specs = self.parse_flows(bridge, flows)?;
+                Outcome::live(LiveQuery::Flows { bridge: bridge.clone(), op: FlowOp::Replace(specs) })
+            }
+            Command::ModFlows { bridge, flow, strict } => {
+                let spec = self.parse_flows(bridge, std::slice::from_ref(flow))?.remove(0);
+                Outcome::live(LiveQuery::Flows {
+                    bridge: bridge.clone(),
+                    op: FlowOp::Modify { spec, strict: *strict },
+                })
+            }
+            Command::DelFlows { bridge, matcher, strict } => {
+                let filter = self.parse_filter(bridge, matcher.as_deref())?;
+                Outcome::live(LiveQuery::Flows {
+                    bridge: bridge.clone(),
+                    op: FlowOp::Delete { filter, strict: *strict },
+                })
+            }
+            Command::DumpFlows { bridge, matcher } => {
+                let filter = self.parse_filter(bridge, matcher.as_deref())?;
+                Outcome::live(LiveQuery::DumpFlows { bridge: bridge.clone(), filter })
+            }
+            Command::DpctlDumpFlows { bridge } => {
+                self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
+                Outcome::live(LiveQuery::Megaflows { bridge: bridge.clone() })
+            }
             Command::AddContainerPort { .. } | Command::DelContainerPort { .. } => Err(err(
                 ErrorCode::Internal,
                 "container ports are attached by the control plane, not by Config::apply",
             )),
             Command::FdbShow { bridge } => {
                 self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
-                Ok(Outcome::Live(LiveQuery::Fdb { bridge: bridge.clone() }))
+                Outcome::live(LiveQuery::Fdb { bridge: bridge.clone() })
             }
             Command::FdbFlush { bridge } => {
                 if let Some(b) = bridge {
                     self.bridges.get(b).ok_or_else(|| no_bridge(b))?;
                 }
-                Ok(Outcome::Live(LiveQuery::FdbFlush { bridge: bridge.clone() }))
+                Outcome::live(LiveQuery::FdbFlush { bridge: bridge.clone() })
             }
             Command::DumpPorts { bridge, port } => {
                 let b = self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
@@ -310,7 +372,7 @@ impl Config {
                         return Err(err(ErrorCode::NotFound, format!("bridge {bridge} has no port {p}")));
                     }
                 }
-                Ok(Outcome::Live(LiveQuery::Stats { bridge: bridge.clone(), port: port.clone() }))
+                Outcome::live(LiveQuery::Stats { bridge: bridge.clone(), port: port.clone() })
             }
         }
     }
@@ -349,6 +411,34 @@ impl Config {
             self.set(Table::Port, port, setting)?;
         }
         Ok(())
+    }
+
+    /// Parses flows against the bridge's ports (names become numbers).
+    fn parse_flows(&self, bridge: &str, flows: &[String]) -> Result<Vec<FlowSpec>, RpcError> {
+        let b = self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
+        let ports = |name: &str| b.ports.get(name).map(|p| p.ofport);
+        flows
+            .iter()
+            .map(|text| {
+                parse_flow(text, &ports)
+                    .map_err(|e| err(ErrorCode::InvalidValue, format!("bad flow {text:?}: {e}")))
+            })
+            .collect()
+    }
+
+    fn parse_filter(
+        &self,
+        bridge: &str,
+        matcher: Option<&str>,
+    ) -> Result<Option<(FlowSpec, bool)>, RpcError> {
+        let b = self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
+        let ports = |name: &str| b.ports.get(name).map(|p| p.ofport);
+        match matcher.map(str::trim).filter(|m| !m.is_empty()) {
+            None => Ok(None),
+            Some(m) => parse_match(m, &ports)
+                .map(Some)
+                .map_err(|e| err(ErrorCode::InvalidValue, format!("bad match {m:?}: {e}"))),
+        }
     }
 
     /// The port through which IFNAME of namespace NETNS is attached to BRIDGE.

@@ -189,7 +189,7 @@ impl Control {
         for outcome in outcomes {
             results.push(match outcome {
                 Outcome::Done(result) => result,
-                Outcome::Live(query) => self.live(&current, query).await?,
+                Outcome::Live(query) => self.live(&current, *query).await?,
             });
         }
         Ok(TransactReply { results })
@@ -313,6 +313,16 @@ impl Control {
             LiveQuery::FdbFlush { bridge } => {
                 dp.call(|done| DpRequest::FdbFlush { bridge, done }).await?;
                 CommandResult::Done
+            }
+            LiveQuery::Flows { bridge, op } => {
+                dp.call(|done| DpRequest::Flows { bridge, op, done }).await?;
+                CommandResult::Done
+            }
+            LiveQuery::DumpFlows { bridge, filter } => {
+                CommandResult::Flows(dp.call(|done| DpRequest::DumpFlows { bridge, filter, done }).await?)
+            }
+            LiveQuery::Megaflows { bridge } => {
+                CommandResult::Megaflows(dp.call(|done| DpRequest::Megaflows { bridge, done }).await?)
             }
             LiveQuery::Stats { bridge, port } => {
                 CommandResult::Ports(dp.call(|done| DpRequest::Stats { bridge, port, done }).await?)

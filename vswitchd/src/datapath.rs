@@ -27,11 +27,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use proto::{ErrorCode, FdbEntry, PortStats, ReplayReply, RpcError};
+use proto::{ErrorCode, FdbEntry, FlowView, MegaflowView, PortStats, ReplayReply, RpcError};
 use tokio::sync::oneshot;
 
-use crate::config::{Config, InterfaceConfig};
+use crate::config::{Config, FlowOp, InterfaceConfig};
 use crate::core::bridge::{Bridge, Transmit};
+use crate::core::classifier::format_masked;
+use crate::core::ofctl::FlowSpec;
 use crate::core::offload::Offload;
 use crate::core::packet::{format_mac, Malformation};
 use crate::core::{DropReason, Timestamp};
@@ -89,6 +91,20 @@ pub enum Request {
         bridge: String,
         port: Option<String>,
         done: oneshot::Sender<Vec<PortStats>>,
+    },
+    Flows {
+        bridge: String,
+        op: FlowOp,
+        done: oneshot::Sender<()>,
+    },
+    DumpFlows {
+        bridge: String,
+        filter: Option<(FlowSpec, bool)>,
+        done: oneshot::Sender<Vec<FlowView>>,
+    },
+    Megaflows {
+        bridge: String,
+        done: oneshot::Sender<Vec<MegaflowView>>,
     },
 }
 
@@ -368,6 +384,72 @@ impl Datapath {
             .collect()
     }
 
+    pub fn flow_op(&mut self, bridge: &str, op: FlowOp) {
+        let now = self.now();
+        let Some(runtime) = self.bridges.get_mut(bridge) else { return };
+        let core = &mut runtime.core;
+        match op {
+            FlowOp::Add(specs) => {
+                for spec in specs {
+                    core.add_flow(spec, now);
+                }
+            }
+            FlowOp::Replace(specs) => {
+                core.delete_flows(None, false);
+                for spec in specs {
+                    core.add_flow(spec, now);
+                }
+            }
+            FlowOp::Delete { filter, strict } => {
+                core.delete_flows(filter.as_ref(), strict);
+            }
+            FlowOp::Modify { spec, strict } => core.modify_flows(spec, strict, now),
+        }
+    }
+
+    pub fn dump_flows(&mut self, bridge: &str, filter: Option<&(FlowSpec, bool)>) -> Vec<FlowView> {
+        let now = self.now();
+        let Some(runtime) = self.bridges.get_mut(bridge) else { return vec![] };
+        runtime.core.expire_flows(now);
+        let selected = runtime.core.select(filter, false);
+        let secs = |ms: u64| ms as f64 / 1000.0;
+        runtime
+            .core
+            .flows()
+            .filter(|(id, _)| selected.contains(id))
+            .map(|(_, f)| FlowView {
+                cookie: f.spec.cookie,
+                duration_secs: secs(now.millis().saturating_sub(f.created.millis())),
+                table: f.spec.table,
+                n_packets: f.packets,
+                n_bytes: f.bytes,
+                idle_timeout: f.spec.idle_timeout,
+                hard_timeout: f.spec.hard_timeout,
+                idle_age_secs: now.millis().saturating_sub(f.last_used.millis()) / 1000,
+                priority: f.spec.priority,
+                flow: f.spec.text.clone(),
+            })
+            .collect()
+    }
+
+    pub fn megaflows(&self, bridge: &str) -> Vec<MegaflowView> {
+        let Some(runtime) = self.bridges.get(bridge) else { return vec![] };
+        runtime
+            .core
+            .megaflows()
+            .entries()
+            .map(|(mask, key, actions, packets)| MegaflowView {
+                matcher: format_masked(key, mask),
+                packets,
+                actions: if actions.is_empty() {
+                    "drop".into()
+                } else {
+                    actions.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+                },
+            })
+            .collect()
+    }
+
     fn handle(&mut self, request: Request) {
         // A requester that went away no longer wants the answer.
         match request {
@@ -394,6 +476,16 @@ impl Datapath {
             }
             Request::Stats { bridge, port, done } => {
                 let _ = done.send(self.stats(&bridge, port.as_deref()));
+            }
+            Request::Flows { bridge, op, done } => {
+                self.flow_op(&bridge, op);
+                let _ = done.send(());
+            }
+            Request::DumpFlows { bridge, filter, done } => {
+                let _ = done.send(self.dump_flows(&bridge, filter.as_ref()));
+            }
+            Request::Megaflows { bridge, done } => {
+                let _ = done.send(self.megaflows(&bridge));
             }
         }
     }

@@ -181,6 +181,7 @@ impl Bridge {
             hard_timeout: 0,
             matcher: Default::default(),
             actions: vec![Action::Normal],
+            text: "actions=NORMAL".into(),
         };
         bridge.default_rule = Some(bridge.add_flow(normal, Timestamp::default()));
         bridge
@@ -236,6 +237,65 @@ impl Bridge {
         ids.sort_unstable();
         let flows = &self.flows;
         ids.into_iter().map(move |id| (id, &flows[&id]))
+    }
+
+    /// The flows `filter` selects: without `strict`, those whose match is
+    /// at least as specific (OVS's del-flows); with it, the one with the
+    /// same match and priority. A filter without a table spans all tables.
+    pub fn select(&self, filter: Option<&(FlowSpec, bool)>, strict: bool) -> Vec<RuleId> {
+        let mut ids: Vec<RuleId> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| match filter {
+                None => true,
+                Some((m, table_given)) => {
+                    let table_ok = !table_given || f.spec.table == m.table;
+                    let covered = if strict {
+                        f.spec.matcher == m.matcher && f.spec.priority == m.priority
+                    } else {
+                        (0..crate::core::classifier::WORDS).all(|i| {
+                            f.spec.matcher.mask[i] & m.matcher.mask[i] == m.matcher.mask[i]
+                                && f.spec.matcher.value[i] & m.matcher.mask[i] == m.matcher.value[i]
+                        })
+                    };
+                    table_ok && covered
+                }
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Deletes the flows `filter` selects; returns how many.
+    pub fn delete_flows(&mut self, filter: Option<&(FlowSpec, bool)>, strict: bool) -> usize {
+        let ids = self.select(filter, strict);
+        ids.iter().filter(|id| self.remove_flow(**id).is_some()).count()
+    }
+
+    /// Gives the flows `spec` selects its actions, keeping their counters;
+    /// if it selects none, adds it (as ovs-ofctl mod-flows does).
+    pub fn modify_flows(&mut self, spec: FlowSpec, strict: bool, now: Timestamp) {
+        let filter = (spec.clone(), true);
+        let ids = self.select(Some(&filter), strict);
+        if ids.is_empty() {
+            self.add_flow(spec, now);
+            return;
+        }
+        for id in ids {
+            let Some(mut entry) = self.remove_flow(id) else { continue };
+            let new_id = self.tables.add(
+                entry.spec.table,
+                entry.spec.priority,
+                entry.spec.matcher.clone(),
+                spec.actions.clone(),
+            );
+            entry.spec.actions = spec.actions.clone();
+            let actions_text = spec.text.split_once("actions=").map_or("", |(_, a)| a);
+            let match_text = entry.spec.text.split_once("actions=").map_or("", |(m, _)| m).to_owned();
+            entry.spec.text = format!("{match_text}actions={actions_text}");
+            self.flows.insert(new_id, entry);
+        }
     }
 
     pub fn megaflows(&self) -> &MegaflowCache {

@@ -83,6 +83,54 @@ impl Field {
         }
     }
 
+    pub const ALL: [Field; 20] = [
+        Field::InPort,
+        Field::DlType,
+        Field::VlanTci,
+        Field::NwProto,
+        Field::NwTos,
+        Field::DlDst,
+        Field::NwTtl,
+        Field::DlSrc,
+        Field::TcpFlags,
+        Field::NwSrc,
+        Field::NwDst,
+        Field::TpSrc,
+        Field::TpDst,
+        Field::Ipv6SrcHi,
+        Field::Ipv6SrcLo,
+        Field::Ipv6DstHi,
+        Field::Ipv6DstLo,
+        Field::ArpSha,
+        Field::ArpTha,
+        Field::Metadata,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::InPort => "in_port",
+            Field::DlType => "dl_type",
+            Field::VlanTci => "vlan_tci",
+            Field::NwProto => "nw_proto",
+            Field::NwTos => "nw_tos",
+            Field::DlDst => "dl_dst",
+            Field::NwTtl => "nw_ttl",
+            Field::DlSrc => "dl_src",
+            Field::TcpFlags => "tcp_flags",
+            Field::NwSrc => "nw_src",
+            Field::NwDst => "nw_dst",
+            Field::TpSrc => "tp_src",
+            Field::TpDst => "tp_dst",
+            Field::Ipv6SrcHi => "ipv6_src_hi",
+            Field::Ipv6SrcLo => "ipv6_src_lo",
+            Field::Ipv6DstHi => "ipv6_dst_hi",
+            Field::Ipv6DstLo => "ipv6_dst_lo",
+            Field::ArpSha => "arp_sha",
+            Field::ArpTha => "arp_tha",
+            Field::Metadata => "metadata",
+        }
+    }
+
     fn full_mask(self) -> u64 {
         let (_, _, bits) = self.place();
         if bits == 64 {
@@ -180,6 +228,35 @@ pub enum Action {
     SetField(Field, u64),
     Resubmit(u8),
     GotoTable(u8),
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Output(p) => write!(f, "output:{p}"),
+            Action::Normal => f.write_str("NORMAL"),
+            Action::Flood => f.write_str("FLOOD"),
+            Action::All => f.write_str("ALL"),
+            Action::InPort => f.write_str("IN_PORT"),
+            Action::SetField(field, v) => write!(f, "set_field:{v:#x}->{}", field.name()),
+            Action::Resubmit(t) => write!(f, "resubmit(,{t})"),
+            Action::GotoTable(t) => write!(f, "goto_table:{t}"),
+        }
+    }
+}
+
+/// `field=value/mask,...` for every field a mask looks at.
+pub fn format_masked(value: &Words, mask: &Words) -> String {
+    let parts: Vec<String> = Field::ALL
+        .iter()
+        .filter(|f| f.get(mask) != 0)
+        .map(|f| format!("{}={:#x}/{:#x}", f.name(), f.get(value), f.get(mask)))
+        .collect();
+    if parts.is_empty() {
+        "any".into()
+    } else {
+        parts.join(",")
+    }
 }
 
 pub type RuleId = u64;

@@ -27,9 +27,27 @@ pub struct FlowSpec {
     pub hard_timeout: u16,
     pub matcher: Match,
     pub actions: Vec<Action>,
+    /// The match and actions as written, for `dump-flows`: e.g.
+    /// `ip,nw_src=198.18.1.0/24 actions=drop`.
+    pub text: String,
 }
 
 pub const DEFAULT_PRIORITY: u16 = 32768;
+
+/// Words that are the flow's place and bookkeeping, not its match.
+fn is_meta_word(word: &str) -> bool {
+    ["table=", "priority=", "cookie=", "idle_timeout=", "hard_timeout="].iter().any(|p| word.starts_with(p))
+}
+
+/// Parses a match alone, as `del-flows` and `dump-flows` take it
+/// (`actions=` is not allowed); also says whether a table was named.
+pub fn parse_match(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<(FlowSpec, bool), String> {
+    if find_actions(text).is_some() {
+        return Err("a match takes no actions".into());
+    }
+    let table_given = text.split([',', ' ']).any(|w| w.starts_with("table="));
+    parse_flow(&format!("{text},actions=drop"), ports).map(|f| (f, table_given))
+}
 
 /// Parses one flow. `ports` turns a port name into its number.
 pub fn parse_flow(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<FlowSpec, String> {
@@ -45,6 +63,7 @@ pub fn parse_flow(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<Flo
         hard_timeout: 0,
         matcher: Match::default(),
         actions: Vec::new(),
+        text: String::new(),
     };
     let mut dl_type: Option<u16> = None;
     let mut nw_proto: Option<u8> = None;
@@ -118,6 +137,13 @@ pub fn parse_flow(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<Flo
     let actions =
         actions_part.ok_or("the flow has no actions: end it with actions=... (actions=drop to drop)")?;
     spec.actions = parse_actions(actions, ports)?;
+    let matches: Vec<&str> =
+        match_part.split([',', ' ', '\t']).filter(|w| !w.is_empty() && !is_meta_word(w)).collect();
+    spec.text = if matches.is_empty() {
+        format!("actions={}", actions.trim())
+    } else {
+        format!("{} actions={}", matches.join(","), actions.trim())
+    };
     Ok(spec)
 }
 
@@ -545,6 +571,17 @@ mod tests {
             let err = parse(text).unwrap_err();
             assert!(err.contains(expected), "{text:?} gave {err:?}, expected it to mention {expected:?}");
         }
+    }
+
+    #[test]
+    fn text_keeps_match_and_actions_and_matches_parse_alone() {
+        let f = parse("table=2,priority=7,ip,nw_src=198.18.1.0/24,actions=drop").unwrap();
+        assert_eq!(f.text, "ip,nw_src=198.18.1.0/24 actions=drop");
+        assert_eq!(parse("priority=0,actions=NORMAL").unwrap().text, "actions=NORMAL");
+        let (m, table_given) = parse_match("table=1,in_port=p2", &ports).unwrap();
+        assert!(table_given);
+        assert_eq!((m.table, Field::InPort.get(&m.matcher.value)), (1, 2));
+        assert!(parse_match("in_port=1,actions=drop", &ports).is_err());
     }
 
     #[test]
