@@ -148,3 +148,25 @@ fn del_flows_strict_and_not_and_the_cache_follows() {
     sw.replay("br0", "p1", &[frame(B, A)]);
     sw.expect_tx(&[("p2", vec![]), ("p3", vec![])]);
 }
+
+#[test]
+fn trace_shows_tables_rules_normal_and_the_megaflow() {
+    let sw = switch();
+    sw.ok(&["add-flow", "br0", "table=0,priority=10,in_port=p1,actions=resubmit(,1),NORMAL"]);
+    sw.ok(&["add-flow", "br0", "table=1,priority=5,ip,nw_dst=198.18.0.9,actions=drop"]);
+    // Teach the MAC table where B is, then trace a packet from p1 to B.
+    sw.replay("br0", "p2", &[frame(BROADCAST, B)]);
+    let trace = sw.ok(&["trace", "br0", "in_port=p1,dl_dst=02:00:00:00:00:0b,ip,nw_dst=198.18.0.2"]);
+    let lines: Vec<&str> = trace.lines().collect();
+    assert_eq!(lines[0], "table=0: priority=10,in_port=p1 actions=resubmit(,1),NORMAL", "{trace}");
+    assert_eq!(lines[1], "    table=1: no flow matches", "{trace}");
+    assert!(lines.contains(&"NORMAL: destination learned on p2 in VLAN 0: output there"), "{trace}");
+    assert!(lines.contains(&"Final actions: NORMAL"), "{trace}");
+    let megaflow = lines.iter().find(|l| l.starts_with("Megaflow: ")).expect("a megaflow line");
+    assert!(megaflow.contains("in_port=") && megaflow.contains("nw_dst="), "{megaflow}");
+    assert!(!megaflow.contains("nw_src="), "nw_src was never looked at: {megaflow}");
+    // Tracing neither learns, counts nor sends.
+    sw.expect_tx(&[("p1", vec![frame(BROADCAST, B)]), ("p2", vec![]), ("p3", vec![frame(BROADCAST, B)])]);
+    let err = sw.fails(&["trace", "br0", "in_port=nosuch"]);
+    assert!(err.contains("no such port"), "{err}");
+}

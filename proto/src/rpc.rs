@@ -363,6 +363,11 @@ pub enum Command {
     DpctlDumpFlows {
         bridge: String,
     },
+    /// What the tables do with a packet described in match syntax.
+    Trace {
+        bridge: String,
+        packet: String,
+    },
     FdbShow {
         bridge: String,
     },
@@ -391,6 +396,7 @@ impl Command {
                 | Command::DumpPorts { .. }
                 | Command::DumpFlows { .. }
                 | Command::DpctlDumpFlows { .. }
+                | Command::Trace { .. }
         )
     }
 }

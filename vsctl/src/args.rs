@@ -67,6 +67,7 @@ Flows (ovs-ofctl syntax):
   del-flows [--strict] BRIDGE [MATCH] delete the flows MATCH covers (all without one)
   dump-flows BRIDGE [MATCH]           flows with n_packets, n_bytes, duration, idle_age
   dpctl-dump-flows BRIDGE             the megaflow cache's entries and their hits
+  trace BRIDGE PACKET                 table by table, what the flows do with PACKET (match syntax)
 State:
   show                                bridges, ports, interfaces and errors
   fdb-show BRIDGE                     the MAC learning table
@@ -413,6 +414,11 @@ fn parse_command(words: &[String]) -> Result<Command, String> {
             need(args, 1, "dump-flows BRIDGE [MATCH]")?;
             let matcher = (args.len() > 1).then(|| args[1..].join(" "));
             Command::DumpFlows { bridge: args[0].clone(), matcher }
+        }
+        "trace" => {
+            allow(false, false)?;
+            need(args, 2, "trace BRIDGE PACKET (match syntax, e.g. in_port=p1,ip,nw_dst=198.18.0.2)")?;
+            Command::Trace { bridge: args[0].clone(), packet: args[1..].join(" ") }
         }
         "dpctl-dump-flows" => {
             allow(false, false)?;

@@ -145,6 +145,7 @@ pub enum LiveQuery {
     Flows { bridge: String, op: FlowOp },
     DumpFlows { bridge: String, filter: Option<(FlowSpec, bool)> },
     Megaflows { bridge: String },
+    Trace { bridge: String, key: crate::core::classifier::Words },
     Fdb { bridge: String },
     FdbFlush { bridge: Option<String> },
     Stats { bridge: String, port: Option<String> },
@@ -346,6 +347,12 @@ impl Config {
             Command::DumpFlows { bridge, matcher } => {
                 let filter = self.parse_filter(bridge, matcher.as_deref())?;
                 Outcome::live(LiveQuery::DumpFlows { bridge: bridge.clone(), filter })
+            }
+            Command::Trace { bridge, packet } => {
+                let (spec, _) = self.parse_filter(bridge, Some(packet))?.ok_or_else(|| {
+                    err(ErrorCode::InvalidValue, "trace needs a packet, e.g. in_port=p1,ip,nw_dst=198.18.0.2")
+                })?;
+                Outcome::live(LiveQuery::Trace { bridge: bridge.clone(), key: spec.matcher.value })
             }
             Command::DpctlDumpFlows { bridge } => {
                 self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;

@@ -321,6 +321,9 @@ impl Control {
             LiveQuery::DumpFlows { bridge, filter } => {
                 CommandResult::Flows(dp.call(|done| DpRequest::DumpFlows { bridge, filter, done }).await?)
             }
+            LiveQuery::Trace { bridge, key } => {
+                CommandResult::Values(dp.call(|done| DpRequest::Trace { bridge, key, done }).await?)
+            }
             LiveQuery::Megaflows { bridge } => {
                 CommandResult::Megaflows(dp.call(|done| DpRequest::Megaflows { bridge, done }).await?)
             }

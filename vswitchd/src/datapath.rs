@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 
 use crate::config::{Config, FlowOp, InterfaceConfig};
 use crate::core::bridge::{Bridge, Transmit};
-use crate::core::classifier::format_masked;
+use crate::core::classifier::{format_masked, Words};
 use crate::core::ofctl::FlowSpec;
 use crate::core::offload::Offload;
 use crate::core::packet::{format_mac, Malformation};
@@ -105,6 +105,11 @@ pub enum Request {
     Megaflows {
         bridge: String,
         done: oneshot::Sender<Vec<MegaflowView>>,
+    },
+    Trace {
+        bridge: String,
+        key: Words,
+        done: oneshot::Sender<Vec<String>>,
     },
 }
 
@@ -486,6 +491,11 @@ impl Datapath {
             }
             Request::Megaflows { bridge, done } => {
                 let _ = done.send(self.megaflows(&bridge));
+            }
+            Request::Trace { bridge, key, done } => {
+                let now = self.now();
+                let lines = self.bridges.get(&bridge).map(|rt| rt.core.trace(&key, now)).unwrap_or_default();
+                let _ = done.send(lines);
             }
         }
     }

@@ -17,12 +17,12 @@
 
 use std::collections::HashMap;
 
-use super::classifier::{pack, Action, MegaflowCache, RuleId, Tables};
+use super::classifier::{format_masked, pack, Action, Field, MegaflowCache, RuleId, Tables, Words};
 use super::mac_learning::{MacTable, DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
 use super::ofctl::FlowSpec;
 use super::offload::Offload;
 use super::packet::{
-    is_multicast, is_reserved_multicast, needs_retag, retag, FlowKey, L2Header, Malformation,
+    is_multicast, is_reserved_multicast, needs_retag, retag, FlowKey, L2Header, Mac, Malformation,
 };
 use super::rewrite;
 use super::vlan::PortVlan;
@@ -296,6 +296,77 @@ impl Bridge {
             entry.spec.text = format!("{match_text}actions={actions_text}");
             self.flows.insert(new_id, entry);
         }
+    }
+
+    /// What the tables do with a packet whose fields are `key` (fields not
+    /// given are zero), in the manner of `ovs-appctl ofproto/trace`: table
+    /// by table, the rule that matched and its actions, what NORMAL would do
+    /// with the MAC table as it is, and the megaflow that would be cached.
+    /// Nothing is learned, counted or sent.
+    pub fn trace(&self, key: &Words, now: Timestamp) -> Vec<String> {
+        let (decision, steps) = self.tables.trace(key);
+        let mut lines = Vec::new();
+        for step in &steps {
+            let indent = "    ".repeat(step.depth);
+            match step.rule.and_then(|id| self.flows.get(&id).map(|f| (id, f))) {
+                Some((_, f)) => {
+                    let sep = if f.spec.text.starts_with("actions=") { " " } else { "," };
+                    lines.push(format!(
+                        "{indent}table={}: priority={}{sep}{}",
+                        step.table, f.spec.priority, f.spec.text
+                    ));
+                }
+                None => lines.push(format!("{indent}table={}: no flow matches", step.table)),
+            }
+        }
+        let in_port = Field::InPort.get(key) as u16;
+        for action in &decision.actions {
+            if *action == Action::Normal {
+                lines.push(self.explain_normal(key, in_port, now));
+            }
+        }
+        let actions: Vec<String> = decision.actions.iter().map(|a| a.to_string()).collect();
+        lines.push(format!(
+            "Final actions: {}",
+            if actions.is_empty() { "drop".into() } else { actions.join(",") }
+        ));
+        let masked: Words = std::array::from_fn(|i| key[i] & decision.wildcards[i]);
+        lines.push(format!("Megaflow: {}", format_masked(&masked, &decision.wildcards)));
+        lines
+    }
+
+    fn explain_normal(&self, key: &Words, in_port: u16, now: Timestamp) -> String {
+        let Some(input) = self.port(in_port) else {
+            return format!("NORMAL: in_port {in_port} is not a port of this bridge: drop");
+        };
+        let tci = Field::VlanTci.get(key) as u16;
+        let vid = (tci & 0x1000 != 0).then_some(tci & 0x0fff);
+        let Some(vlan) = input.vlan.ingress(vid) else {
+            return format!("NORMAL: port {} does not carry this VLAN: drop", input.name);
+        };
+        let dst = Field::DlDst.get(key).to_be_bytes();
+        let dst: Mac = [dst[2], dst[3], dst[4], dst[5], dst[6], dst[7]];
+        if is_reserved_multicast(&dst) && !self.settings.forward_bpdu {
+            return "NORMAL: reserved multicast destination: drop".into();
+        }
+        match (!is_multicast(&dst)).then(|| self.mac.lookup(vlan, &dst, now)).flatten() {
+            Some(out) if out == in_port => "NORMAL: destination learned on the input port: drop".into(),
+            Some(out) => {
+                format!("NORMAL: destination learned on {} in VLAN {vlan}: output there", self.port_name(out))
+            }
+            None => {
+                let ports: Vec<String> = self
+                    .ports()
+                    .filter(|(n, p)| *n != in_port && p.vlan.carries(vlan))
+                    .map(|(_, p)| p.name.clone())
+                    .collect();
+                format!("NORMAL: destination unknown in VLAN {vlan}: flood to {}", ports.join(", "))
+            }
+        }
+    }
+
+    fn port_name(&self, ofport: u16) -> String {
+        self.port(ofport).map_or_else(|| ofport.to_string(), |p| p.name.clone())
     }
 
     pub fn megaflows(&self) -> &MegaflowCache {

@@ -363,6 +363,16 @@ pub struct Decision {
     pub wildcards: Words,
 }
 
+/// One table visited by a traced translation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceStep {
+    pub table: u8,
+    /// How many resubmits or goto_tables deep.
+    pub depth: usize,
+    /// The rule that matched; `None`: a miss (the packet stops here).
+    pub rule: Option<RuleId>,
+}
+
 /// Nested resubmits deeper than this drop the packet (OVS uses 64).
 pub const MAX_RESUBMIT_DEPTH: usize = 64;
 
@@ -417,20 +427,46 @@ impl Tables {
     pub fn translate(&self, key: &Words) -> Decision {
         let mut d = Decision { actions: Vec::new(), rules: Vec::new(), wildcards: [0; WORDS] };
         let mut working = *key;
-        self.run_table(0, &mut working, &mut d, 0);
+        self.run_table(0, &mut working, &mut d, 0, &mut None);
         d
     }
 
-    fn run_table(&self, table: u8, key: &mut Words, d: &mut Decision, depth: usize) {
+    /// Like [`Tables::translate`], also saying which table was visited at
+    /// which depth and what matched there (for `vsctl trace`).
+    pub fn trace(&self, key: &Words) -> (Decision, Vec<TraceStep>) {
+        let mut d = Decision { actions: Vec::new(), rules: Vec::new(), wildcards: [0; WORDS] };
+        let mut working = *key;
+        let mut steps = Some(Vec::new());
+        self.run_table(0, &mut working, &mut d, 0, &mut steps);
+        (d, steps.unwrap_or_default())
+    }
+
+    fn run_table(
+        &self,
+        table: u8,
+        key: &mut Words,
+        d: &mut Decision,
+        depth: usize,
+        trace: &mut Option<Vec<TraceStep>>,
+    ) {
         if depth > MAX_RESUBMIT_DEPTH {
             return;
         }
-        let Some(classifier) = self.tables.get(&table) else { return };
+        let Some(classifier) = self.tables.get(&table) else {
+            if let Some(steps) = trace {
+                steps.push(TraceStep { table, depth, rule: None });
+            }
+            return;
+        };
         // A field rewritten earlier is known, not looked at: only bits of
         // the original key may widen the megaflow. Rewrites are rare, so
         // the conservative union below (looked-at bits of the current key)
         // keeps correctness by un-wildcarding a little more than needed.
-        let Some(id) = classifier.lookup(key, &mut d.wildcards) else { return };
+        let found = classifier.lookup(key, &mut d.wildcards);
+        if let Some(steps) = trace {
+            steps.push(TraceStep { table, depth, rule: found });
+        }
+        let Some(id) = found else { return };
         d.rules.push(id);
         let rule = &self.rules[&id];
         for action in &rule.actions {
@@ -439,10 +475,10 @@ impl Tables {
                     field.set(key, *value);
                     d.actions.push(action.clone());
                 }
-                Action::Resubmit(t) => self.run_table(*t, key, d, depth + 1),
+                Action::Resubmit(t) => self.run_table(*t, key, d, depth + 1, trace),
                 Action::GotoTable(t) => {
                     if *t > table {
-                        self.run_table(*t, key, d, depth + 1);
+                        self.run_table(*t, key, d, depth + 1, trace);
                     }
                     return;
                 }
