@@ -4,7 +4,12 @@
 //! keys here; throughput is decisions per second on one core.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use vswitchd::core::bridge::{Bridge, Transmit};
 use vswitchd::core::classifier::{Action, Field, Match, MegaflowCache, Tables, Words, WORDS};
+use vswitchd::core::ofctl::FlowSpec;
+use vswitchd::core::offload::Offload;
+use vswitchd::core::vlan::PortVlan;
+use vswitchd::core::Timestamp;
 
 fn key(i: u64) -> Words {
     let mut w = [0; WORDS];
@@ -70,5 +75,80 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// Counts what the bridge sends without keeping it.
+struct Sink(u64);
+
+impl Transmit for Sink {
+    fn transmit(&mut self, _port: u16, frame: &[u8], _offload: &Offload) {
+        self.0 += frame.len() as u64;
+    }
+}
+
+fn udp_frame(dst: u8, src: u8, sport: u16) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, dst, 0x02, 0, 0, 0, 0, src, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, src, 198, 18, 0, dst]);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&[0x14, 0x51, 0, 26, 0, 0]);
+    f.resize(60, 0);
+    f
+}
+
+/// Whole-bridge forwarding of 64-byte UDP frames (parse, cache, NORMAL,
+/// queue) with `n` ACL rules that do not match the traffic, plus NORMAL.
+fn bridge_forwarding(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bridge_forwarding");
+    group.throughput(Throughput::Elements(32));
+    for n in [1usize, 1_000, 100_000] {
+        let mut br = Bridge::default();
+        for p in 1..=4u16 {
+            br.set_port(p, &format!("p{p}"), PortVlan::default());
+        }
+        let now = Timestamp::from_millis(0);
+        for i in 0..n as u64 {
+            let prefix = 16 + (i % 16) as u32;
+            let matcher = Match::default()
+                .with(Field::DlType, 0x0800, u64::MAX)
+                .with(Field::NwProto, 6, u64::MAX)
+                .with(Field::NwSrc, 0x0a00_0000 | (i << 8), (u32::MAX << (32 - prefix)) as u64)
+                .with(Field::TpDst, i % 65536, u64::MAX);
+            let spec = FlowSpec {
+                table: 0,
+                priority: 100,
+                cookie: 0,
+                idle_timeout: 0,
+                hard_timeout: 0,
+                matcher,
+                actions: vec![],
+                text: String::new(),
+            };
+            br.add_flow(spec, now);
+        }
+        let mut sink = Sink(0);
+        // Hosts 1..=4 live behind ports 1..=4; learn them.
+        for h in 1..=4u8 {
+            br.receive(now, u16::from(h), udp_frame(0xff, h, 1).as_slice().into(), &mut sink);
+        }
+        let batches: Vec<Vec<Vec<u8>>> = (0..64u16)
+            .map(|b| {
+                (0..32u16).map(|k| udp_frame(2 + (k % 3) as u8, 1, 10_000 + (b * 32 + k) % 1000)).collect()
+            })
+            .collect();
+        let mut round = 0usize;
+        group.bench_function(format!("cached_{n}_acl_rules_64B"), |b| {
+            b.iter(|| {
+                round += 1;
+                let batch = &batches[round % batches.len()];
+                br.receive_batch(
+                    Timestamp::from_millis(round as u64 / 1000),
+                    1,
+                    batch.iter().map(Vec::as_slice),
+                    &mut sink,
+                );
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bridge_forwarding);
 criterion_main!(benches);

@@ -137,6 +137,8 @@ pub struct Bridge {
     tables: Tables,
     cache: MegaflowCache,
     flows: FlowEntries,
+    /// Each flow by (table, priority, match): OpenFlow allows one per place.
+    by_place: HashMap<(u8, u16, crate::core::classifier::Match), RuleId, foldhash::fast::RandomState>,
     /// The `priority=0,actions=NORMAL` rule every bridge starts with, while
     /// it exists; when it is the only rule, frames skip the tables.
     default_rule: Option<RuleId>,
@@ -167,6 +169,7 @@ impl Bridge {
             tables: Tables::default(),
             cache: MegaflowCache::default(),
             flows: FlowEntries::default(),
+            by_place: HashMap::default(),
             default_rule: None,
             default_pending: (0, 0, Timestamp::default()),
             next_flow_expiry: 0,
@@ -191,20 +194,12 @@ impl Bridge {
     /// match is replaced (its counters start over), as OpenFlow's add does.
     pub fn add_flow(&mut self, spec: FlowSpec, now: Timestamp) -> RuleId {
         self.fold_default_counters();
-        let same: Vec<RuleId> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| {
-                f.spec.table == spec.table
-                    && f.spec.priority == spec.priority
-                    && f.spec.matcher == spec.matcher
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in same {
-            self.remove_flow(id);
+        let place = (spec.table, spec.priority, spec.matcher.clone());
+        if let Some(existing) = self.by_place.get(&place).copied() {
+            self.remove_flow(existing);
         }
         let id = self.tables.add(spec.table, spec.priority, spec.matcher.clone(), spec.actions.clone());
+        self.by_place.insert(place, id);
         self.flows.insert(id, FlowEntry { spec, packets: 0, bytes: 0, created: now, last_used: now });
         id
     }
@@ -215,7 +210,9 @@ impl Bridge {
         if self.default_rule == Some(id) {
             self.default_rule = None;
         }
-        self.flows.remove(&id)
+        let entry = self.flows.remove(&id)?;
+        self.by_place.remove(&(entry.spec.table, entry.spec.priority, entry.spec.matcher.clone()));
+        Some(entry)
     }
 
     fn fold_default_counters(&mut self) {

@@ -274,6 +274,9 @@ pub struct Rule {
 struct Subtable {
     mask: Words,
     max_priority: u16,
+    /// How many rules have each priority, so removal keeps `max_priority`
+    /// right without a scan.
+    priorities: std::collections::BTreeMap<u16, usize>,
     /// Masked value -> rules, best first (priority descending, then oldest).
     rules: HashMap<Words, Vec<(u16, RuleId)>>,
 }
@@ -295,6 +298,7 @@ impl Classifier {
             }
         };
         st.max_priority = st.max_priority.max(rule.priority);
+        *st.priorities.entry(rule.priority).or_default() += 1;
         let list = st.rules.entry(rule.matcher.value).or_default();
         let at = list.partition_point(|&(p, id)| {
             (p, std::cmp::Reverse(id)) > (rule.priority, std::cmp::Reverse(rule.id))
@@ -307,7 +311,16 @@ impl Classifier {
         if let Some(i) = self.subtables.iter().position(|s| s.mask == rule.matcher.mask) {
             let st = &mut self.subtables[i];
             if let Some(list) = st.rules.get_mut(&rule.matcher.value) {
+                let before = list.len();
                 list.retain(|&(_, id)| id != rule.id);
+                if list.len() < before {
+                    if let Some(n) = st.priorities.get_mut(&rule.priority) {
+                        *n -= 1;
+                        if *n == 0 {
+                            st.priorities.remove(&rule.priority);
+                        }
+                    }
+                }
                 if list.is_empty() {
                     st.rules.remove(&rule.matcher.value);
                 }
@@ -315,7 +328,7 @@ impl Classifier {
             if st.rules.is_empty() {
                 self.subtables.remove(i);
             } else {
-                st.max_priority = st.rules.values().map(|l| l[0].0).max().unwrap_or(0);
+                st.max_priority = st.priorities.keys().next_back().copied().unwrap_or(0);
             }
             self.sort();
         }
