@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
                 let mut outputs = 0;
                 for _ in 0..BATCH {
                     next = (next + 1) % keys.len();
-                    outputs += cache.decide(&t, &keys[next]).0.len();
+                    outputs += cache.decide(&t, &keys[next]).actions.len();
                 }
                 outputs
             })
@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("slow_path_1000_rules", |b| {
         b.iter_batched_ref(
             MegaflowCache::default,
-            |cache| keys.iter().map(|k| cache.decide(&t, k).0.len()).sum::<usize>(),
+            |cache| keys.iter().map(|k| cache.decide(&t, k).actions.len()).sum::<usize>(),
             BatchSize::SmallInput,
         )
     });

@@ -146,8 +146,7 @@ pub struct Bridge {
     /// entry: kept in plain fields so the direct path does no lookup.
     default_pending: (u64, u64, Timestamp),
     next_flow_expiry: u64,
-    /// Reused per frame: the decided actions and a rewritten frame.
-    actions: Vec<Action>,
+    /// Reused per frame: a rewritten copy of the frame.
     rewritten: Vec<u8>,
 }
 
@@ -173,7 +172,6 @@ impl Bridge {
             default_rule: None,
             default_pending: (0, 0, Timestamp::default()),
             next_flow_expiry: 0,
-            actions: Vec::new(),
             rewritten: Vec::new(),
         };
         let normal = FlowSpec {
@@ -519,16 +517,11 @@ impl Bridge {
             return self.normal(now, in_port, &packet, &l2, tx);
         }
         let key = pack(&self.key, 0);
-        let (actions, rules) = self.cache.decide(&self.tables, &key);
-        let mut decided = std::mem::take(&mut self.actions);
-        decided.clear();
-        decided.extend_from_slice(actions);
-        for id in rules {
+        let decided = self.cache.decide(&self.tables, &key);
+        for id in &decided.rules {
             Self::count(&mut self.flows, *id, bytes, now);
         }
-        let result = self.execute(now, in_port, packet, l2, &decided, tx);
-        self.actions = decided;
-        result
+        self.execute(now, in_port, packet, l2, &decided.actions, tx)
     }
 
     fn count(flows: &mut FlowEntries, id: RuleId, bytes: u64, now: Timestamp) {

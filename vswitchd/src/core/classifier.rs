@@ -501,8 +501,16 @@ impl Tables {
     }
 }
 
-/// A cached decision: its actions, the rules behind it, packets served.
-type Megaflow = (Vec<Action>, Vec<RuleId>, u64);
+/// A cached decision: its actions and the rules behind them. Shared, so a
+/// hit hands it out with one probe and no copy.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cached {
+    pub actions: Vec<Action>,
+    pub rules: Vec<RuleId>,
+    hits: std::cell::Cell<u64>,
+}
+
+type Megaflow = std::rc::Rc<Cached>;
 
 /// Beyond this many megaflows the cache starts over, so that traffic
 /// crafted to make every packet its own megaflow cannot grow it unbounded.
@@ -510,7 +518,7 @@ pub const MAX_MEGAFLOWS: usize = 65_536;
 
 /// The megaflow cache: (mask, masked key) -> actions, one hash map per
 /// distinct mask. Valid only for the tables' generation it was filled
-/// from; a change empties it.
+/// from; a change empties it. Owned by one thread (it is not `Send`).
 #[derive(Debug, Default)]
 pub struct MegaflowCache {
     generation: u64,
@@ -520,45 +528,44 @@ pub struct MegaflowCache {
 }
 
 impl MegaflowCache {
-    /// The actions for `key` and the rules behind them, from the cache or,
-    /// on a miss, from the tables (then installed).
-    pub fn decide(&mut self, tables: &Tables, key: &Words) -> (&[Action], &[RuleId]) {
+    /// The decision for `key`, from the cache (one probe per megaflow mask)
+    /// or, on a miss, from the tables (then installed).
+    pub fn decide(&mut self, tables: &Tables, key: &Words) -> Megaflow {
         if self.generation != tables.generation || self.len() >= MAX_MEGAFLOWS {
             self.subtables.clear();
             self.generation = tables.generation;
         }
-        let found = self.subtables.iter().position(|(mask, flows)| flows.contains_key(&masked(key, mask)));
-        let i = match found {
-            Some(i) => {
-                self.hits += 1;
-                i
-            }
+        let hit = self.subtables.iter().find_map(|(mask, flows)| flows.get(&masked(key, mask)));
+        if let Some(cached) = hit {
+            cached.hits.set(cached.hits.get() + 1);
+            let cached = cached.clone();
+            self.hits += 1;
+            return cached;
+        }
+        self.misses += 1;
+        let decision = tables.translate(key);
+        let cached = std::rc::Rc::new(Cached {
+            actions: decision.actions,
+            rules: decision.rules,
+            hits: std::cell::Cell::new(1),
+        });
+        let i = match self.subtables.iter().position(|(m, _)| *m == decision.wildcards) {
+            Some(i) => i,
             None => {
-                self.misses += 1;
-                let decision = tables.translate(key);
-                let i = match self.subtables.iter().position(|(m, _)| *m == decision.wildcards) {
-                    Some(i) => i,
-                    None => {
-                        self.subtables.push((decision.wildcards, HashMap::default()));
-                        self.subtables.len() - 1
-                    }
-                };
-                let (mask, flows) = &mut self.subtables[i];
-                flows.insert(masked(key, mask), (decision.actions, decision.rules, 0));
-                i
+                self.subtables.push((decision.wildcards, HashMap::default()));
+                self.subtables.len() - 1
             }
         };
         let (mask, flows) = &mut self.subtables[i];
-        let entry = flows.get_mut(&masked(key, mask)).expect("present");
-        entry.2 += 1;
-        (&entry.0, &entry.1)
+        flows.insert(masked(key, mask), cached.clone());
+        cached
     }
 
     /// Every megaflow as (mask, masked key, actions, packets).
     pub fn entries(&self) -> impl Iterator<Item = (&Words, &Words, &[Action], u64)> {
         self.subtables
             .iter()
-            .flat_map(|(mask, flows)| flows.iter().map(move |(k, e)| (mask, k, &e.0[..], e.2)))
+            .flat_map(|(mask, flows)| flows.iter().map(move |(k, e)| (mask, k, &e.actions[..], e.hits.get())))
     }
 
     pub fn len(&self) -> usize {
@@ -719,7 +726,7 @@ mod tests {
                     Op::Packet(i, s, d, t) => {
                         let k = key(i, s, d, t);
                         let expected: Vec<Action> = reference(&rules, &k).map(Action::Output).into_iter().collect();
-                        prop_assert_eq!(cache.decide(&tables, &k).0.to_vec(), expected.clone());
+                        prop_assert_eq!(cache.decide(&tables, &k).actions.clone(), expected.clone());
                         prop_assert_eq!(tables.translate(&k).actions, expected);
                     }
                 }
