@@ -582,6 +582,18 @@ impl Bridge {
                     Ok(n) => outputs += n,
                     Err(reason) => normal_drop = Some(reason),
                 },
+                Action::DecTtl => {
+                    if !rewritten {
+                        frame.clear();
+                        frame.extend_from_slice(packet.data);
+                        rewritten = true;
+                    }
+                    if rewrite::dec_ttl(&mut frame) == Ok(false) {
+                        self.rewritten = frame;
+                        // What was already sent stays sent; the rest is dropped.
+                        return if outputs > 0 { Ok(outputs) } else { Err(DropReason::TtlExpired) };
+                    }
+                }
                 Action::Resubmit(_) | Action::GotoTable(_) => {}
             }
         }
@@ -929,6 +941,22 @@ mod tests {
             assert_eq!((ip.header().destination(), u.destination_port()), ([198, 18, 0, 9], 5353));
             assert_eq!(h.calc_header_checksum(), h.header_checksum);
             assert_eq!(u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap(), u.checksum());
+        }
+
+        #[test]
+        fn dec_ttl_forwards_with_ttl_minus_one_and_drops_at_one() {
+            let mut br = three_ports();
+            flow(&mut br, "in_port=1,ip,actions=dec_ttl,output:2");
+            let out = send(&mut br, 0, 1, &udp(B, A, [198, 18, 0, 1], [198, 18, 0, 2], 53));
+            assert_eq!(out.len(), 1);
+            let p = etherparse::SlicedPacket::from_ethernet(&out[0].1).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else { panic!() };
+            let h = ip.header().to_header();
+            assert_eq!((h.time_to_live, h.calc_header_checksum()), (63, h.header_checksum));
+            let mut last_hop = udp(B, A, [198, 18, 0, 1], [198, 18, 0, 2], 53);
+            last_hop[22] = 1;
+            assert!(send(&mut br, 0, 1, &last_hop).is_empty());
+            assert_eq!(br.port(1).unwrap().counters.drop_count(DropReason::TtlExpired), 1);
         }
 
         #[test]

@@ -226,6 +226,9 @@ pub enum Action {
     All,
     InPort,
     SetField(Field, u64),
+    /// Decrements the IPv4 TTL or IPv6 hop limit; a packet whose TTL runs
+    /// out is dropped (evaluated per packet, like NORMAL).
+    DecTtl,
     Resubmit(u8),
     GotoTable(u8),
 }
@@ -239,6 +242,7 @@ impl std::fmt::Display for Action {
             Action::All => f.write_str("ALL"),
             Action::InPort => f.write_str("IN_PORT"),
             Action::SetField(field, v) => write!(f, "set_field:{v:#x}->{}", field.name()),
+            Action::DecTtl => f.write_str("dec_ttl"),
             Action::Resubmit(t) => write!(f, "resubmit(,{t})"),
             Action::GotoTable(t) => write!(f, "goto_table:{t}"),
         }

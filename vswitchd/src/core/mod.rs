@@ -47,10 +47,12 @@ pub enum DropReason {
     NoDestination,
     /// The flow tables said drop (a rule without actions, or no rule).
     FlowDrop,
+    /// `dec_ttl` found the TTL (or hop limit) at 1 or 0.
+    TtlExpired,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Runt,
         DropReason::TruncatedVlan,
         DropReason::ReservedMulticast,
@@ -58,6 +60,7 @@ impl DropReason {
         DropReason::SamePort,
         DropReason::NoDestination,
         DropReason::FlowDrop,
+        DropReason::TtlExpired,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -70,6 +73,7 @@ impl DropReason {
             DropReason::SamePort => "same_port",
             DropReason::NoDestination => "no_destination",
             DropReason::FlowDrop => "flow_drop",
+            DropReason::TtlExpired => "ttl_expired",
         }
     }
 

@@ -416,6 +416,26 @@ fn mac_value(s: &str) -> Option<u64> {
     parse_mac(s).map(|m| u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]]))
 }
 
+/// `set_field:VALUE->FIELD` for the fields the switch can rewrite.
+fn set_field(value: &str, field: &str) -> Option<Action> {
+    let ipv4 = || value.parse::<Ipv4Addr>().ok().map(|a| u64::from(u32::from(a)));
+    let port = || parse_num(value).filter(|p| *p <= 0xffff);
+    Some(match field {
+        "eth_src" | "dl_src" => Action::SetField(Field::DlSrc, mac_value(value)?),
+        "eth_dst" | "dl_dst" => Action::SetField(Field::DlDst, mac_value(value)?),
+        "ip_src" | "nw_src" => Action::SetField(Field::NwSrc, ipv4()?),
+        "ip_dst" | "nw_dst" => Action::SetField(Field::NwDst, ipv4()?),
+        "tcp_src" | "udp_src" | "tp_src" => Action::SetField(Field::TpSrc, port()?),
+        "tcp_dst" | "udp_dst" | "tp_dst" => Action::SetField(Field::TpDst, port()?),
+        // OVS writes vlan_vid with the "present" bit 0x1000; a bare VID means the same.
+        "vlan_vid" => {
+            Action::SetField(Field::VlanTci, 0x1000 | (parse_num(value).filter(|v| *v <= 0x1fff)? & 0x0fff))
+        }
+        "metadata" => Action::SetField(Field::Metadata, parse_num(value)?),
+        _ => return None,
+    })
+}
+
 pub fn parse_actions(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<Vec<Action>, String> {
     let mut actions = Vec::new();
     let items = split_actions(text);
@@ -466,6 +486,13 @@ pub fn parse_actions(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<
                 Action::SetField(Field::VlanTci, 0x1000 | vid)
             }
             ("strip_vlan" | "pop_vlan", None) => Action::SetField(Field::VlanTci, 0),
+            ("dec_ttl", None) => Action::DecTtl,
+            ("set_field", Some(arg)) => {
+                let (value, field) =
+                    arg.split_once("->").ok_or_else(|| bad("write set_field:VALUE->FIELD"))?;
+                set_field(value.trim(), field.trim())
+                    .ok_or_else(|| bad("an unknown field, or a value that does not fit it"))?
+            }
             ("resubmit", Some(arg)) => {
                 // resubmit:PORT is not supported; resubmit(,TABLE) is.
                 let table = arg.strip_prefix(',').ok_or_else(|| bad("write resubmit(,TABLE)"))?;
@@ -533,6 +560,15 @@ mod tests {
         );
         assert_eq!(parse("actions=3").unwrap().actions, vec![Action::Output(3)]);
         assert_eq!(parse("actions=goto_table:4").unwrap().actions, vec![Action::GotoTable(4)]);
+        assert_eq!(
+            parse("actions=set_field:4196->vlan_vid,set_field:198.18.0.9->ip_dst,dec_ttl").unwrap().actions,
+            vec![
+                Action::SetField(Field::VlanTci, 0x1064),
+                Action::SetField(Field::NwDst, 0xc612_0009),
+                Action::DecTtl
+            ]
+        );
+        assert!(parse("actions=set_field:1->reg9").unwrap_err().contains("set_field:1->reg9"));
         assert_eq!(parse("priority=0,actions=NORMAL").unwrap().priority, 0);
         assert_eq!(parse("actions=drop").unwrap().priority, DEFAULT_PRIORITY);
     }

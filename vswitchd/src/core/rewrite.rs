@@ -175,6 +175,35 @@ pub fn set_field(
     Ok(())
 }
 
+/// Decrements the IPv4 TTL (fixing the header checksum) or the IPv6 hop
+/// limit. `Ok(false)`: the TTL ran out and the packet must be dropped.
+/// Frames that are not IP are left alone.
+pub fn dec_ttl(frame: &mut [u8]) -> Result<bool, RewriteError> {
+    let l2 = L2Header::parse(frame).map_err(|_| RewriteError::NotApplicable)?;
+    let l3 = l2.payload_offset;
+    let at = match l2.ether_type {
+        0x0800 if frame.len() >= l3 + 20 => l3 + 8,
+        0x86dd if frame.len() >= l3 + 40 => l3 + 7,
+        0x0800 | 0x86dd => return Err(RewriteError::NotApplicable),
+        _ => return Ok(true),
+    };
+    let ttl = frame[at];
+    if ttl <= 1 {
+        return Ok(false);
+    }
+    if l2.ether_type == 0x0800 {
+        // TTL shares a 16-bit word with the protocol.
+        let old = [frame[at], frame[at + 1]];
+        frame[at] = ttl - 1;
+        let new = [frame[at], frame[at + 1]];
+        let csum = get16(frame, l3 + 10);
+        put16(frame, l3 + 10, adjust(csum, &old, &new, false));
+    } else {
+        frame[at] = ttl - 1;
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +308,26 @@ mod tests {
         set_field(&mut f, &mut o, Field::VlanTci, 0).unwrap();
         assert_eq!(&f[12..14], &[0x08, 0x00]);
         assert_eq!(o.csum_start, 34);
+    }
+
+    #[test]
+    fn dec_ttl_counts_down_and_stops_at_one() {
+        let mut f = udp_frame(b"ttl");
+        f[22] = 2;
+        let csum = get16(&f, 24);
+        put16(&mut f, 24, adjust(csum, &[64, 17], &[2, 17], false));
+        assert!(checksums_ok(&f));
+        assert_eq!(dec_ttl(&mut f), Ok(true));
+        assert_eq!(f[22], 1);
+        assert!(checksums_ok(&f), "the header checksum follows the TTL");
+        assert_eq!(dec_ttl(&mut f), Ok(false), "TTL 1 expires");
+        let mut arp = vec![0xff; 12];
+        arp.extend_from_slice(&[0x08, 0x06]);
+        arp.resize(60, 0);
+        assert_eq!(dec_ttl(&mut arp), Ok(true), "not IP: left alone");
+        let mut cut = udp_frame(b"");
+        cut.truncate(20);
+        assert_eq!(dec_ttl(&mut cut), Err(RewriteError::NotApplicable));
     }
 
     #[test]
