@@ -23,19 +23,24 @@ fn key(i: u64) -> Words {
     w
 }
 
+/// ACL rule `i`: TCP from a 10.x prefix (/16 to /31, so 16 masks) to one
+/// port. The test traffic is UDP from 198.18.x, so it never matches.
+fn acl_match(i: u64) -> Match {
+    let prefix = 16 + (i % 16) as u32;
+    Match::default()
+        .with(Field::DlType, 0x0800, u64::MAX)
+        .with(Field::NwProto, 6, u64::MAX)
+        .with(Field::NwSrc, 0x0a00_0000 | (i << 8), (u32::MAX << (32 - prefix)) as u64)
+        .with(Field::TpDst, i % 65536, u64::MAX)
+}
+
 /// `n` 5-tuple ACL rules that never match the test traffic (they name
 /// 10.x sources), spread over 16 masks, plus priority-0 NORMAL.
 fn tables(n: usize) -> Tables {
     let mut t = Tables::default();
     t.add(0, 0, Match::default(), vec![Action::Normal]);
     for i in 0..n as u64 {
-        let prefix = 16 + (i % 16) as u32;
-        let m = Match::default()
-            .with(Field::DlType, 0x0800, u64::MAX)
-            .with(Field::NwProto, 6, u64::MAX)
-            .with(Field::NwSrc, 0x0a00_0000 | (i << 8), (u32::MAX << (32 - prefix)) as u64)
-            .with(Field::TpDst, i % 65536, u64::MAX);
-        t.add(0, 100, m, vec![]);
+        t.add(0, 100, acl_match(i), vec![]);
     }
     t
 }
@@ -105,12 +110,7 @@ fn bridge_forwarding(c: &mut Criterion) {
         }
         let now = Timestamp::from_millis(0);
         for i in 0..n as u64 {
-            let prefix = 16 + (i % 16) as u32;
-            let matcher = Match::default()
-                .with(Field::DlType, 0x0800, u64::MAX)
-                .with(Field::NwProto, 6, u64::MAX)
-                .with(Field::NwSrc, 0x0a00_0000 | (i << 8), (u32::MAX << (32 - prefix)) as u64)
-                .with(Field::TpDst, i % 65536, u64::MAX);
+            let matcher = acl_match(i);
             let spec = FlowSpec {
                 table: 0,
                 priority: 100,

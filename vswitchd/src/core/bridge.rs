@@ -156,6 +156,15 @@ impl Default for Bridge {
     }
 }
 
+/// Rewrites work on a private copy of the frame, made at the first one.
+fn own_copy(frame: &mut Vec<u8>, copied: &mut bool, original: &[u8]) {
+    if !*copied {
+        frame.clear();
+        frame.extend_from_slice(original);
+        *copied = true;
+    }
+}
+
 impl Bridge {
     pub fn new(settings: BridgeSettings) -> Bridge {
         let mut bridge = Bridge {
@@ -553,11 +562,7 @@ impl Bridge {
             let current = Packet { data: if rewritten { &frame } else { packet.data }, offload };
             match action {
                 Action::SetField(field, value) => {
-                    if !rewritten {
-                        frame.clear();
-                        frame.extend_from_slice(packet.data);
-                        rewritten = true;
-                    }
+                    own_copy(&mut frame, &mut rewritten, packet.data);
                     // A rewrite that does not apply (mod_nw_src on ARP) is
                     // skipped, as OVS skips actions whose prerequisites fail.
                     if rewrite::set_field(&mut frame, &mut offload, *field, *value).is_ok() {
@@ -583,11 +588,7 @@ impl Bridge {
                     Err(reason) => normal_drop = Some(reason),
                 },
                 Action::DecTtl => {
-                    if !rewritten {
-                        frame.clear();
-                        frame.extend_from_slice(packet.data);
-                        rewritten = true;
-                    }
+                    own_copy(&mut frame, &mut rewritten, packet.data);
                     if rewrite::dec_ttl(&mut frame) == Ok(false) {
                         self.rewritten = frame;
                         // What was already sent stays sent; the rest is dropped.
