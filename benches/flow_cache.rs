@@ -98,30 +98,42 @@ fn udp_frame(dst: u8, src: u8, sport: u16) -> Vec<u8> {
     f
 }
 
-/// Whole-bridge forwarding of 64-byte UDP frames (parse, cache, NORMAL,
-/// queue) with `n` ACL rules that do not match the traffic, plus NORMAL.
+fn spec(priority: u16, matcher: Match, actions: Vec<Action>) -> FlowSpec {
+    FlowSpec {
+        table: 0,
+        priority,
+        cookie: 0,
+        idle_timeout: 0,
+        hard_timeout: 0,
+        matcher,
+        actions,
+        text: String::new(),
+    }
+}
+
+/// Whole-bridge forwarding of 64-byte UDP frames (parse, cache, actions,
+/// queue) with `n` ACL rules that do not match the traffic, in front of
+/// either NORMAL (MAC learning and lookup per frame) or a port-to-port
+/// rule `in_port=1,actions=output:2` (the cache alone decides).
 fn bridge_forwarding(c: &mut Criterion) {
     let mut group = c.benchmark_group("bridge_forwarding");
     group.throughput(Throughput::Elements(32));
-    for n in [1usize, 1_000, 100_000] {
+    for (n, port_to_port) in
+        [(1usize, false), (1_000, false), (100_000, false), (1, true), (1_000, true), (100_000, true)]
+    {
         let mut br = Bridge::default();
         for p in 1..=4u16 {
             br.set_port(p, &format!("p{p}"), PortVlan::default());
         }
         let now = Timestamp::from_millis(0);
         for i in 0..n as u64 {
-            let matcher = acl_match(i);
-            let spec = FlowSpec {
-                table: 0,
-                priority: 100,
-                cookie: 0,
-                idle_timeout: 0,
-                hard_timeout: 0,
-                matcher,
-                actions: vec![],
-                text: String::new(),
-            };
-            br.add_flow(spec, now);
+            br.add_flow(spec(100, acl_match(i), vec![]), now);
+        }
+        if port_to_port {
+            br.add_flow(
+                spec(10, Match::default().with(Field::InPort, 1, u64::MAX), vec![Action::Output(2)]),
+                now,
+            );
         }
         let mut sink = Sink(0);
         // Hosts 1..=4 live behind ports 1..=4; learn them.
@@ -134,7 +146,8 @@ fn bridge_forwarding(c: &mut Criterion) {
             })
             .collect();
         let mut round = 0usize;
-        group.bench_function(format!("cached_{n}_acl_rules_64B"), |b| {
+        let action = if port_to_port { "output" } else { "normal" };
+        group.bench_function(format!("cached_{n}_acl_rules_then_{action}_64B"), |b| {
             b.iter(|| {
                 round += 1;
                 let batch = &batches[round % batches.len()];

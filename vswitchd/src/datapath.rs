@@ -444,7 +444,7 @@ impl Datapath {
             .megaflows()
             .entries()
             .map(|(mask, key, actions, packets)| MegaflowView {
-                matcher: format_masked(key, mask),
+                matcher: format_masked(&key, mask),
                 packets,
                 actions: if actions.is_empty() {
                     "drop".into()

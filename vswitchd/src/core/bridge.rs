@@ -200,7 +200,7 @@ impl Bridge {
     /// Adds a flow; an existing flow with the same table, priority and
     /// match is replaced (its counters start over), as OpenFlow's add does.
     pub fn add_flow(&mut self, spec: FlowSpec, now: Timestamp) -> RuleId {
-        self.fold_default_counters();
+        self.fold_counters();
         let place = (spec.table, spec.priority, spec.matcher.clone());
         if let Some(existing) = self.by_place.get(&place).copied() {
             self.remove_flow(existing);
@@ -212,7 +212,7 @@ impl Bridge {
     }
 
     pub fn remove_flow(&mut self, id: RuleId) -> Option<FlowEntry> {
-        self.fold_default_counters();
+        self.fold_counters();
         self.tables.remove(id)?;
         if self.default_rule == Some(id) {
             self.default_rule = None;
@@ -222,12 +222,20 @@ impl Bridge {
         Some(entry)
     }
 
-    fn fold_default_counters(&mut self) {
+    /// Credits the rules with what the caches counted for them.
+    fn fold_counters(&mut self) {
         let (packets, bytes, last) = std::mem::take(&mut self.default_pending);
-        if packets == 0 {
-            return;
+        if packets > 0 {
+            if let Some(id) = self.default_rule {
+                Self::credit(&mut self.flows, id, packets, bytes, last);
+            }
         }
-        if let Some(f) = self.default_rule.and_then(|id| self.flows.get_mut(&id)) {
+        let flows = &mut self.flows;
+        self.cache.fold(|id, packets, bytes, last| Self::credit(flows, id, packets, bytes, last));
+    }
+
+    fn credit(flows: &mut FlowEntries, id: RuleId, packets: u64, bytes: u64, last: Timestamp) {
+        if let Some(f) = flows.get_mut(&id) {
             f.packets += packets;
             f.bytes += bytes;
             f.last_used = f.last_used.max(last);
@@ -236,7 +244,7 @@ impl Bridge {
 
     /// Every flow with its counters, by id (the order they were added).
     pub fn flows(&mut self) -> impl Iterator<Item = (RuleId, &FlowEntry)> {
-        self.fold_default_counters();
+        self.fold_counters();
         let mut ids: Vec<RuleId> = self.flows.keys().copied().collect();
         ids.sort_unstable();
         let flows = &self.flows;
@@ -379,7 +387,7 @@ impl Bridge {
 
     /// Removes flows whose idle or hard timeout has passed; returns them.
     pub fn expire_flows(&mut self, now: Timestamp) -> Vec<FlowEntry> {
-        self.fold_default_counters();
+        self.fold_counters();
         let ms = now.millis();
         let expired: Vec<RuleId> = self
             .flows
@@ -527,18 +535,8 @@ impl Bridge {
         }
         let key = pack(&self.key, 0);
         let decided = self.cache.decide(&self.tables, &key);
-        for id in &decided.rules {
-            Self::count(&mut self.flows, *id, bytes, now);
-        }
-        self.execute(now, in_port, packet, l2, &decided.actions, tx)
-    }
-
-    fn count(flows: &mut FlowEntries, id: RuleId, bytes: u64, now: Timestamp) {
-        if let Some(f) = flows.get_mut(&id) {
-            f.packets += 1;
-            f.bytes += bytes;
-            f.last_used = now;
-        }
+        decided.hit(bytes, now);
+        self.execute(now, in_port, packet, &l2, &decided.actions, tx)
     }
 
     fn execute(
@@ -546,13 +544,17 @@ impl Bridge {
         now: Timestamp,
         in_port: u16,
         packet: Packet,
-        mut l2: L2Header,
+        l2: &L2Header,
         actions: &[Action],
         tx: &mut impl Transmit,
     ) -> Result<u16, DropReason> {
         if actions.is_empty() {
             return Err(DropReason::FlowDrop);
         }
+        // The header of the rewritten copy, once there is one. `l2` is only
+        // ever borrowed: copying it whole right after it was built stalled
+        // store forwarding on every packet.
+        let mut reparsed: Option<L2Header> = None;
         let mut frame = std::mem::take(&mut self.rewritten);
         let mut rewritten = false;
         let mut offload = packet.offload;
@@ -561,14 +563,15 @@ impl Bridge {
         for action in actions {
             let current = Packet { data: if rewritten { &frame } else { packet.data }, offload };
             match action {
+                // The tunnel id matters only to tunnel ports, which read
+                // it from the decision; nothing in the frame changes.
+                Action::SetField(field, _) if !field.in_frame() => {}
                 Action::SetField(field, value) => {
                     own_copy(&mut frame, &mut rewritten, packet.data);
                     // A rewrite that does not apply (mod_nw_src on ARP) is
                     // skipped, as OVS skips actions whose prerequisites fail.
                     if rewrite::set_field(&mut frame, &mut offload, *field, *value).is_ok() {
-                        if let Ok(parsed) = L2Header::parse(&frame) {
-                            l2 = parsed;
-                        }
+                        reparsed = L2Header::parse(&frame).ok();
                     }
                 }
                 Action::Output(port) if *port != in_port => {
@@ -583,10 +586,12 @@ impl Bridge {
                         }
                     }
                 }
-                Action::Normal => match self.normal(now, in_port, &current, &l2, tx) {
-                    Ok(n) => outputs += n,
-                    Err(reason) => normal_drop = Some(reason),
-                },
+                Action::Normal => {
+                    match self.normal(now, in_port, &current, reparsed.as_ref().unwrap_or(l2), tx) {
+                        Ok(n) => outputs += n,
+                        Err(reason) => normal_drop = Some(reason),
+                    }
+                }
                 Action::DecTtl => {
                     own_copy(&mut frame, &mut rewritten, packet.data);
                     if rewrite::dec_ttl(&mut frame) == Ok(false) {
@@ -595,7 +600,14 @@ impl Bridge {
                         return if outputs > 0 { Ok(outputs) } else { Err(DropReason::TtlExpired) };
                     }
                 }
-                Action::Resubmit(_) | Action::GotoTable(_) => {}
+                Action::PushVlan(tpid) => {
+                    own_copy(&mut frame, &mut rewritten, packet.data);
+                    if rewrite::push_vlan(&mut frame, &mut offload, *tpid).is_ok() {
+                        reparsed = L2Header::parse(&frame).ok();
+                    }
+                }
+                // Spent during translation: never in a decision.
+                Action::Load { .. } | Action::Move { .. } | Action::Resubmit(_) | Action::GotoTable(_) => {}
             }
         }
         self.rewritten = frame;

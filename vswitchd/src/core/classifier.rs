@@ -25,10 +25,17 @@ use std::collections::HashMap as StdHashMap;
 
 use super::packet::FlowKey;
 
+pub use super::megaflow::{Cached, MegaflowCache, MAX_MEGAFLOWS};
+
 /// Keys come from the wire: hashed with a per-process seed, and fast.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 
-pub const WORDS: usize = 12;
+/// Words 0..[`PACKET_WORDS`] hold what the packet says (and its tunnel);
+/// the rest is pipeline state that starts at zero for every packet
+/// (`metadata`, `reg0`-`reg7`), so the exact-match cache keys on the
+/// first part only.
+pub const WORDS: usize = 17;
+pub const PACKET_WORDS: usize = 12;
 pub type Words = [u64; WORDS];
 
 /// A field's place in the packed key: word, shift and width in bits.
@@ -53,7 +60,9 @@ pub enum Field {
     Ipv6DstLo,
     ArpSha,
     ArpTha,
+    TunId,
     Metadata,
+    Reg(u8),
 }
 
 impl Field {
@@ -79,11 +88,14 @@ impl Field {
             Field::Ipv6DstLo => (8, 0, 64),
             Field::ArpSha => (9, 16, 48),
             Field::ArpTha => (10, 16, 48),
-            Field::Metadata => (11, 0, 64),
+            Field::TunId => (11, 0, 64),
+            Field::Metadata => (12, 0, 64),
+            // Two registers per word, reg0 in the high half.
+            Field::Reg(n) => (13 + (n as usize & 7) / 2, if n % 2 == 0 { 32 } else { 0 }, 32),
         }
     }
 
-    pub const ALL: [Field; 20] = [
+    pub const ALL: [Field; 29] = [
         Field::InPort,
         Field::DlType,
         Field::VlanTci,
@@ -103,7 +115,16 @@ impl Field {
         Field::Ipv6DstLo,
         Field::ArpSha,
         Field::ArpTha,
+        Field::TunId,
         Field::Metadata,
+        Field::Reg(0),
+        Field::Reg(1),
+        Field::Reg(2),
+        Field::Reg(3),
+        Field::Reg(4),
+        Field::Reg(5),
+        Field::Reg(6),
+        Field::Reg(7),
     ];
 
     pub fn name(self) -> &'static str {
@@ -127,11 +148,23 @@ impl Field {
             Field::Ipv6DstLo => "ipv6_dst_lo",
             Field::ArpSha => "arp_sha",
             Field::ArpTha => "arp_tha",
+            Field::TunId => "tun_id",
             Field::Metadata => "metadata",
+            Field::Reg(n) => ["reg0", "reg1", "reg2", "reg3", "reg4", "reg5", "reg6", "reg7"][n as usize & 7],
         }
     }
 
-    fn full_mask(self) -> u64 {
+    /// Whether the field is in the frame's bytes (a rewrite edits the
+    /// frame) rather than pipeline state or tunnel metadata.
+    pub fn in_frame(self) -> bool {
+        !matches!(self, Field::TunId | Field::Metadata | Field::Reg(_))
+    }
+
+    pub fn bits(self) -> u32 {
+        self.place().2
+    }
+
+    pub fn full_mask(self) -> u64 {
         let (_, _, bits) = self.place();
         if bits == 64 {
             u64::MAX
@@ -150,6 +183,12 @@ impl Field {
         let m = self.full_mask() << shift;
         words[w] = (words[w] & !m) | ((value << shift) & m);
     }
+
+    /// ORs `mask` (in the field's own bit positions) into `words`.
+    pub fn widen(self, words: &mut Words, mask: u64) {
+        let (w, shift, _) = self.place();
+        words[w] |= (mask & self.full_mask()) << shift;
+    }
 }
 
 fn mac_u64(mac: &[u8; 6]) -> u64 {
@@ -158,33 +197,29 @@ fn mac_u64(mac: &[u8; 6]) -> u64 {
 
 /// Packs a flow key. The VLAN field is the outer TCI with 0x1000 set when
 /// a tag is present (OVS's CFI convention), so "no tag" and "VID 0" differ.
-pub fn pack(key: &FlowKey, metadata: u64) -> Words {
-    let mut w = [0u64; WORDS];
+/// Words are composed whole, per packet, in the layout [`Field::place`]
+/// gives (a test checks the two agree).
+#[inline]
+pub fn pack(key: &FlowKey, tun_id: u64) -> Words {
     let tci = key.vlans[0].map_or(0, |t| u64::from(t.tci) | 0x1000);
-    Field::InPort.set(&mut w, key.in_port.into());
-    Field::DlType.set(&mut w, key.dl_type.into());
-    Field::VlanTci.set(&mut w, tci);
-    Field::NwProto.set(&mut w, key.nw_proto.into());
-    Field::NwTos.set(&mut w, key.nw_tos.into());
-    Field::DlDst.set(&mut w, mac_u64(&key.dl_dst));
-    Field::NwTtl.set(&mut w, key.nw_ttl.into());
-    Field::DlSrc.set(&mut w, mac_u64(&key.dl_src));
-    Field::TcpFlags.set(&mut w, key.tcp_flags.into());
-    Field::NwSrc.set(&mut w, key.nw_src.into());
-    Field::NwDst.set(&mut w, key.nw_dst.into());
-    Field::TpSrc.set(&mut w, key.tp_src.into());
-    Field::TpDst.set(&mut w, key.tp_dst.into());
-    let half = |b: &[u8; 16], lo: bool| {
-        let s = if lo { 8 } else { 0 };
-        u64::from_be_bytes(b[s..s + 8].try_into().unwrap())
-    };
-    w[5] = half(&key.ipv6_src, false);
-    w[6] = half(&key.ipv6_src, true);
-    w[7] = half(&key.ipv6_dst, false);
-    w[8] = half(&key.ipv6_dst, true);
-    Field::ArpSha.set(&mut w, mac_u64(&key.arp_sha));
-    Field::ArpTha.set(&mut w, mac_u64(&key.arp_tha));
-    w[11] = metadata;
+    let half = |b: &[u8; 16], at: usize| u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let mut w = [0u64; WORDS];
+    w[0] = u64::from(key.in_port) << 48
+        | u64::from(key.dl_type) << 32
+        | tci << 16
+        | u64::from(key.nw_proto) << 8
+        | u64::from(key.nw_tos);
+    w[1] = mac_u64(&key.dl_dst) << 16 | u64::from(key.nw_ttl) << 8;
+    w[2] = mac_u64(&key.dl_src) << 16 | u64::from(key.tcp_flags);
+    w[3] = u64::from(key.nw_src) << 32 | u64::from(key.nw_dst);
+    w[4] = u64::from(key.tp_src) << 48 | u64::from(key.tp_dst) << 32;
+    w[5] = half(&key.ipv6_src, 0);
+    w[6] = half(&key.ipv6_src, 8);
+    w[7] = half(&key.ipv6_dst, 0);
+    w[8] = half(&key.ipv6_dst, 8);
+    w[9] = mac_u64(&key.arp_sha) << 16;
+    w[10] = mac_u64(&key.arp_tha) << 16;
+    w[11] = tun_id;
     w
 }
 
@@ -211,7 +246,7 @@ impl Match {
     }
 }
 
-fn masked(key: &Words, mask: &Words) -> Words {
+pub(crate) fn masked(key: &Words, mask: &Words) -> Words {
     std::array::from_fn(|i| key[i] & mask[i])
 }
 
@@ -226,11 +261,41 @@ pub enum Action {
     All,
     InPort,
     SetField(Field, u64),
+    /// `load:VALUE->FIELD[a..b]`: the bits of `mask` (in the field's own
+    /// positions) take `value`'s. Translation turns it into `SetField`.
+    Load {
+        field: Field,
+        value: u64,
+        mask: u64,
+    },
+    /// `move:SRC[a..b]->DST[c..d]`: `bits` bits copied between fields.
+    /// Translation reads the source and turns it into `SetField`.
+    Move {
+        src: Field,
+        src_shift: u32,
+        dst: Field,
+        dst_shift: u32,
+        bits: u32,
+    },
+    /// Pushes an outer VLAN tag with this TPID, copying the VID and
+    /// priority of the tag already there (zero if none), as OpenFlow says.
+    PushVlan(u16),
     /// Decrements the IPv4 TTL or IPv6 hop limit; a packet whose TTL runs
     /// out is dropped (evaluated per packet, like NORMAL).
     DecTtl,
     Resubmit(u8),
     GotoTable(u8),
+}
+
+/// `FIELD[a..b]` in ovs-ofctl's notation (`FIELD[]` for all of it).
+fn subfield(field: Field, shift: u32, bits: u32) -> String {
+    if shift == 0 && bits == field.bits() {
+        format!("{}[]", field.name())
+    } else if bits == 1 {
+        format!("{}[{shift}]", field.name())
+    } else {
+        format!("{}[{}..{}]", field.name(), shift, shift + bits - 1)
+    }
 }
 
 impl std::fmt::Display for Action {
@@ -242,6 +307,15 @@ impl std::fmt::Display for Action {
             Action::All => f.write_str("ALL"),
             Action::InPort => f.write_str("IN_PORT"),
             Action::SetField(field, v) => write!(f, "set_field:{v:#x}->{}", field.name()),
+            Action::Load { field, value, mask } => {
+                let shift = mask.trailing_zeros().min(63);
+                let bits = (mask >> shift).trailing_ones();
+                write!(f, "load:{:#x}->{}", (value & mask) >> shift, subfield(*field, shift, bits))
+            }
+            Action::Move { src, src_shift, dst, dst_shift, bits } => {
+                write!(f, "move:{}->{}", subfield(*src, *src_shift, *bits), subfield(*dst, *dst_shift, *bits))
+            }
+            Action::PushVlan(tpid) => write!(f, "push_vlan:{tpid:#06x}"),
             Action::DecTtl => f.write_str("dec_ttl"),
             Action::Resubmit(t) => write!(f, "resubmit(,{t})"),
             Action::GotoTable(t) => write!(f, "goto_table:{t}"),
@@ -274,15 +348,121 @@ pub struct Rule {
     pub actions: Vec<Action>,
 }
 
-#[derive(Debug, Default)]
-struct Subtable {
+/// A hash map keyed by `key & mask` that hashes and compares only the
+/// words the mask touches (OVS's miniflow idea): a subtable matching on
+/// three words costs three words per probe, not [`WORDS`].
+#[derive(Debug)]
+pub struct MaskedMap<V> {
     mask: Words,
+    /// Indices of the mask's non-zero words; the first `n_used` count.
+    used: [u8; WORDS],
+    n_used: u8,
+    table: hashbrown::HashTable<(Words, V)>,
+    /// Seeded per process: keys come from the wire.
+    state: foldhash::fast::RandomState,
+}
+
+impl<V> MaskedMap<V> {
+    pub fn new(mask: Words) -> MaskedMap<V> {
+        let mut used = [0u8; WORDS];
+        let mut n_used = 0;
+        for (i, m) in mask.iter().enumerate() {
+            if *m != 0 {
+                used[usize::from(n_used)] = i as u8;
+                n_used += 1;
+            }
+        }
+        MaskedMap {
+            mask,
+            used,
+            n_used,
+            table: hashbrown::HashTable::new(),
+            state: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    pub fn mask(&self) -> &Words {
+        &self.mask
+    }
+
+    fn used(&self) -> &[u8] {
+        &self.used[..usize::from(self.n_used)]
+    }
+
+    /// The hash of `key & mask`; `key` need not be masked.
+    #[inline]
+    fn hash(&self, key: &Words) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.state.build_hasher();
+        for &i in self.used() {
+            h.write_u64(key[usize::from(i)] & self.mask[usize::from(i)]);
+        }
+        h.finish()
+    }
+
+    /// The value stored for `key & mask`.
+    #[inline]
+    pub fn get(&self, key: &Words) -> Option<&V> {
+        let hash = self.hash(key);
+        let (mask, used) = (&self.mask, self.used());
+        self.table
+            .find(hash, |(stored, _)| {
+                used.iter().all(|&i| stored[usize::from(i)] == key[usize::from(i)] & mask[usize::from(i)])
+            })
+            .map(|(_, v)| v)
+    }
+
+    /// The value for `key & mask`, inserted by `make` if absent.
+    pub fn get_or_insert_with(&mut self, key: &Words, make: impl FnOnce() -> V) -> &mut V {
+        let hash = self.hash(key);
+        let value = masked(key, &self.mask);
+        let MaskedMap { mask, used, n_used, table, state } = self;
+        let used = &used[..usize::from(*n_used)];
+        let rehash = |(stored, _): &(Words, V)| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = state.build_hasher();
+            for &i in used {
+                h.write_u64(stored[usize::from(i)] & mask[usize::from(i)]);
+            }
+            h.finish()
+        };
+        let entry =
+            table.entry(hash, |(stored, _)| *stored == value, rehash).or_insert_with(|| (value, make()));
+        &mut entry.into_mut().1
+    }
+
+    /// Removes what is stored for `key & mask`.
+    pub fn remove(&mut self, key: &Words) -> Option<V> {
+        let hash = self.hash(key);
+        let value = masked(key, &self.mask);
+        match self.table.find_entry(hash, |(stored, _)| *stored == value) {
+            Ok(entry) => Some(entry.remove().0 .1),
+            Err(_) => None,
+        }
+    }
+
+    /// Every (masked key, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&Words, &V)> {
+        self.table.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Subtable {
     max_priority: u16,
     /// How many rules have each priority, so removal keeps `max_priority`
     /// right without a scan.
     priorities: std::collections::BTreeMap<u16, usize>,
     /// Masked value -> rules, best first (priority descending, then oldest).
-    rules: HashMap<Words, Vec<(u16, RuleId)>>,
+    rules: MaskedMap<Vec<(u16, RuleId)>>,
 }
 
 /// One OpenFlow table.
@@ -294,16 +474,21 @@ pub struct Classifier {
 
 impl Classifier {
     fn insert(&mut self, rule: &Rule) {
-        let st = match self.subtables.iter_mut().position(|s| s.mask == rule.matcher.mask) {
+        let mask = &rule.matcher.mask;
+        let st = match self.subtables.iter().position(|s| s.rules.mask() == mask) {
             Some(i) => &mut self.subtables[i],
             None => {
-                self.subtables.push(Subtable { mask: rule.matcher.mask, ..Subtable::default() });
-                self.subtables.last_mut().unwrap()
+                self.subtables.push(Subtable {
+                    max_priority: 0,
+                    priorities: Default::default(),
+                    rules: MaskedMap::new(*mask),
+                });
+                self.subtables.last_mut().expect("just pushed")
             }
         };
         st.max_priority = st.max_priority.max(rule.priority);
         *st.priorities.entry(rule.priority).or_default() += 1;
-        let list = st.rules.entry(rule.matcher.value).or_default();
+        let list = st.rules.get_or_insert_with(&rule.matcher.value, Vec::new);
         let at = list.partition_point(|&(p, id)| {
             (p, std::cmp::Reverse(id)) > (rule.priority, std::cmp::Reverse(rule.id))
         });
@@ -312,30 +497,33 @@ impl Classifier {
     }
 
     fn remove(&mut self, rule: &Rule) {
-        if let Some(i) = self.subtables.iter().position(|s| s.mask == rule.matcher.mask) {
-            let st = &mut self.subtables[i];
-            if let Some(list) = st.rules.get_mut(&rule.matcher.value) {
-                let before = list.len();
-                list.retain(|&(_, id)| id != rule.id);
-                if list.len() < before {
-                    if let Some(n) = st.priorities.get_mut(&rule.priority) {
-                        *n -= 1;
-                        if *n == 0 {
-                            st.priorities.remove(&rule.priority);
-                        }
-                    }
-                }
-                if list.is_empty() {
-                    st.rules.remove(&rule.matcher.value);
-                }
+        let Some(i) = self.subtables.iter().position(|s| *s.rules.mask() == rule.matcher.mask) else {
+            return;
+        };
+        let st = &mut self.subtables[i];
+        let mut removed = false;
+        if let Some(mut list) = st.rules.remove(&rule.matcher.value) {
+            let before = list.len();
+            list.retain(|&(_, id)| id != rule.id);
+            removed = list.len() < before;
+            if !list.is_empty() {
+                *st.rules.get_or_insert_with(&rule.matcher.value, Vec::new) = list;
             }
-            if st.rules.is_empty() {
-                self.subtables.remove(i);
-            } else {
-                st.max_priority = st.priorities.keys().next_back().copied().unwrap_or(0);
-            }
-            self.sort();
         }
+        if removed {
+            if let Some(n) = st.priorities.get_mut(&rule.priority) {
+                *n -= 1;
+                if *n == 0 {
+                    st.priorities.remove(&rule.priority);
+                }
+            }
+        }
+        if st.rules.is_empty() {
+            self.subtables.remove(i);
+        } else {
+            st.max_priority = st.priorities.keys().next_back().copied().unwrap_or(0);
+        }
+        self.sort();
     }
 
     fn sort(&mut self) {
@@ -349,10 +537,10 @@ impl Classifier {
             if best.is_some_and(|(p, _)| st.max_priority < p) {
                 break;
             }
-            for (w, m) in wildcards.iter_mut().zip(&st.mask) {
+            for (w, m) in wildcards.iter_mut().zip(st.rules.mask()) {
                 *w |= m;
             }
-            if let Some(&(p, id)) = st.rules.get(&masked(key, &st.mask)).and_then(|l| l.first()) {
+            if let Some(&(p, id)) = st.rules.get(key).and_then(|l| l.first()) {
                 let better = match best {
                     None => true,
                     Some((bp, bid)) => p > bp || (p == bp && id < bid),
@@ -374,6 +562,10 @@ impl Classifier {
 /// depended on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
+    /// Only what touches the frame or its path: outputs, NORMAL, frame
+    /// rewrites as `SetField`, `PushVlan`, `DecTtl`, and `SetField(TunId)`
+    /// for tunnel outputs. Register and metadata writes were spent during
+    /// translation.
     pub actions: Vec<Action>,
     /// The rules that matched on the way, for their counters.
     pub rules: Vec<RuleId>,
@@ -488,8 +680,25 @@ impl Tables {
         let rule = &self.rules[&id];
         for action in &rule.actions {
             match action {
-                Action::SetField(field, value) => {
-                    field.set(key, *value);
+                Action::SetField(field, value) => write_field(key, d, *field, *value, 0),
+                Action::Load { field, value, mask } => {
+                    let merged = (field.get(key) & !mask) | (value & mask);
+                    write_field(key, d, *field, merged, !mask & field.full_mask());
+                }
+                Action::Move { src, src_shift, dst, dst_shift, bits } => {
+                    let bits_mask = if *bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+                    // The value copied is read from the packet: the megaflow
+                    // must hold it exactly.
+                    src.widen(&mut d.wildcards, bits_mask << src_shift);
+                    let value = (src.get(key) >> src_shift) & bits_mask;
+                    let mask = (bits_mask << dst_shift) & dst.full_mask();
+                    let merged = (dst.get(key) & !mask) | ((value << dst_shift) & mask);
+                    write_field(key, d, *dst, merged, !mask & dst.full_mask());
+                }
+                Action::PushVlan(_) => {
+                    // The new tag copies the old one's VID and priority.
+                    Field::VlanTci.widen(&mut d.wildcards, 0xffff);
+                    Field::VlanTci.set(key, Field::VlanTci.get(key) | 0x1000);
                     d.actions.push(action.clone());
                 }
                 Action::Resubmit(t) => self.run_table(*t, key, d, depth + 1, trace),
@@ -505,80 +714,18 @@ impl Tables {
     }
 }
 
-/// A cached decision: its actions and the rules behind them. Shared, so a
-/// hit hands it out with one probe and no copy.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Cached {
-    pub actions: Vec<Action>,
-    pub rules: Vec<RuleId>,
-    hits: std::cell::Cell<u64>,
-}
-
-type Megaflow = std::rc::Rc<Cached>;
-
-/// Beyond this many megaflows the cache starts over, so that traffic
-/// crafted to make every packet its own megaflow cannot grow it unbounded.
-pub const MAX_MEGAFLOWS: usize = 65_536;
-
-/// The megaflow cache: (mask, masked key) -> actions, one hash map per
-/// distinct mask. Valid only for the tables' generation it was filled
-/// from; a change empties it. Owned by one thread (it is not `Send`).
-#[derive(Debug, Default)]
-pub struct MegaflowCache {
-    generation: u64,
-    subtables: Vec<(Words, HashMap<Words, Megaflow>)>,
-    pub hits: u64,
-    pub misses: u64,
-}
-
-impl MegaflowCache {
-    /// The decision for `key`, from the cache (one probe per megaflow mask)
-    /// or, on a miss, from the tables (then installed).
-    pub fn decide(&mut self, tables: &Tables, key: &Words) -> Megaflow {
-        if self.generation != tables.generation || self.len() >= MAX_MEGAFLOWS {
-            self.subtables.clear();
-            self.generation = tables.generation;
+/// `field := value` in the working key; frame fields and the tunnel id
+/// also become an action for the executor. `kept` are bits of the old
+/// value the new one carries over (a partial load), which the megaflow
+/// must then hold exactly.
+fn write_field(key: &mut Words, d: &mut Decision, field: Field, value: u64, kept: u64) {
+    if field.in_frame() || field == Field::TunId {
+        if kept != 0 {
+            field.widen(&mut d.wildcards, kept);
         }
-        let hit = self.subtables.iter().find_map(|(mask, flows)| flows.get(&masked(key, mask)));
-        if let Some(cached) = hit {
-            cached.hits.set(cached.hits.get() + 1);
-            let cached = cached.clone();
-            self.hits += 1;
-            return cached;
-        }
-        self.misses += 1;
-        let decision = tables.translate(key);
-        let cached = std::rc::Rc::new(Cached {
-            actions: decision.actions,
-            rules: decision.rules,
-            hits: std::cell::Cell::new(1),
-        });
-        let i = match self.subtables.iter().position(|(m, _)| *m == decision.wildcards) {
-            Some(i) => i,
-            None => {
-                self.subtables.push((decision.wildcards, HashMap::default()));
-                self.subtables.len() - 1
-            }
-        };
-        let (mask, flows) = &mut self.subtables[i];
-        flows.insert(masked(key, mask), cached.clone());
-        cached
+        d.actions.push(Action::SetField(field, value));
     }
-
-    /// Every megaflow as (mask, masked key, actions, packets).
-    pub fn entries(&self) -> impl Iterator<Item = (&Words, &Words, &[Action], u64)> {
-        self.subtables
-            .iter()
-            .flat_map(|(mask, flows)| flows.iter().map(move |(k, e)| (mask, k, &e.actions[..], e.hits.get())))
-    }
-
-    pub fn len(&self) -> usize {
-        self.subtables.iter().map(|(_, f)| f.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    field.set(key, value);
 }
 
 #[cfg(test)]
@@ -602,6 +749,60 @@ mod tests {
         } else {
             (u32::MAX << (32 - bits)) as u64
         }
+    }
+
+    #[test]
+    fn pack_puts_every_field_where_field_place_says() {
+        use crate::core::packet::VlanTag;
+        let k = FlowKey {
+            in_port: 0x0102,
+            dl_dst: [1, 2, 3, 4, 5, 6],
+            dl_src: [7, 8, 9, 10, 11, 12],
+            vlans: [Some(VlanTag { tpid: 0x8100, tci: 0x2064 }), None],
+            dl_type: 0x0800,
+            nw_src: 0xc612_0001,
+            nw_dst: 0xc612_0002,
+            ipv6_src: std::array::from_fn(|i| i as u8),
+            ipv6_dst: std::array::from_fn(|i| 0x80 | i as u8),
+            nw_proto: 17,
+            nw_tos: 0x10,
+            nw_ttl: 64,
+            nw_frag: false,
+            tp_src: 1234,
+            tp_dst: 53,
+            tcp_flags: 0x012,
+            arp_sha: [0xa; 6],
+            arp_tha: [0xb; 6],
+            malformed: None,
+        };
+        let w = pack(&k, 0x1_0000_0001);
+        let expected = [
+            (Field::InPort, 0x0102),
+            (Field::DlType, 0x0800),
+            (Field::VlanTci, 0x3064),
+            (Field::NwProto, 17),
+            (Field::NwTos, 0x10),
+            (Field::DlDst, 0x0102_0304_0506),
+            (Field::NwTtl, 64),
+            (Field::DlSrc, 0x0708_090a_0b0c),
+            (Field::TcpFlags, 0x012),
+            (Field::NwSrc, 0xc612_0001),
+            (Field::NwDst, 0xc612_0002),
+            (Field::TpSrc, 1234),
+            (Field::TpDst, 53),
+            (Field::Ipv6SrcHi, 0x0001_0203_0405_0607),
+            (Field::Ipv6SrcLo, 0x0809_0a0b_0c0d_0e0f),
+            (Field::Ipv6DstHi, 0x8081_8283_8485_8687),
+            (Field::Ipv6DstLo, 0x8889_8a8b_8c8d_8e8f),
+            (Field::ArpSha, 0x0a0a_0a0a_0a0a),
+            (Field::ArpTha, 0x0b0b_0b0b_0b0b),
+            (Field::TunId, 0x1_0000_0001),
+            (Field::Metadata, 0),
+        ];
+        for (field, value) in expected {
+            assert_eq!(field.get(&w), value, "{}", field.name());
+        }
+        assert!(w[PACKET_WORDS..].iter().all(|x| *x == 0), "pipeline state starts at zero");
     }
 
     #[test]
@@ -633,11 +834,65 @@ mod tests {
         );
         t.add(2, 0, Match::default(), vec![Action::Output(3)]);
         let d = t.translate(&key(1, 0, 0, 0));
-        assert_eq!(
-            d.actions,
-            vec![Action::SetField(Field::Metadata, 7), Action::Output(2), Action::Output(3)]
-        );
+        // The metadata write is spent in translation: only outputs remain.
+        assert_eq!(d.actions, vec![Action::Output(2), Action::Output(3)]);
         assert!(t.translate(&key(2, 0, 0, 0)).actions.is_empty(), "table 0 has no rule for port 2");
+    }
+
+    #[test]
+    fn registers_load_and_move_steer_later_tables() {
+        let mut t = Tables::default();
+        // Table 0 copies in_port into reg1[16..31] and loads 5 into reg0's low byte.
+        t.add(
+            0,
+            10,
+            Match::default(),
+            vec![
+                Action::Move {
+                    src: Field::InPort,
+                    src_shift: 0,
+                    dst: Field::Reg(1),
+                    dst_shift: 16,
+                    bits: 16,
+                },
+                Action::Load { field: Field::Reg(0), value: 5, mask: 0xff },
+                Action::Resubmit(1),
+            ],
+        );
+        t.add(1, 10, Match::default().with(Field::Reg(1), 3 << 16, 0xffff_0000), vec![Action::Output(9)]);
+        t.add(1, 5, Match::default().with(Field::Reg(0), 5, u64::MAX), vec![Action::Output(7)]);
+        let d = t.translate(&key(3, 0, 0, 0));
+        assert_eq!(d.actions, vec![Action::Output(9)]);
+        assert_eq!(Field::InPort.get(&d.wildcards), 0xffff, "the moved source is part of the megaflow");
+        assert_eq!(t.translate(&key(2, 0, 0, 0)).actions, vec![Action::Output(7)]);
+    }
+
+    #[test]
+    fn partial_load_of_a_frame_field_becomes_a_whole_set_field() {
+        let mut t = Tables::default();
+        t.add(0, 1, Match::default(), vec![Action::Load { field: Field::NwDst, value: 0x09, mask: 0xff }]);
+        let d = t.translate(&key(1, 0, 0xc612_0002, 0));
+        assert_eq!(d.actions, vec![Action::SetField(Field::NwDst, 0xc612_0009)]);
+        assert_eq!(Field::NwDst.get(&d.wildcards), 0xffff_ff00, "the kept bits were read");
+        let d = t.translate(&key(1, 0, 0, 0));
+        assert_eq!(d.actions, vec![Action::SetField(Field::NwDst, 0x09)]);
+    }
+
+    #[test]
+    fn push_vlan_marks_a_tag_present_for_later_tables() {
+        let mut t = Tables::default();
+        t.add(0, 1, Match::default(), vec![Action::PushVlan(0x8100), Action::Resubmit(1)]);
+        t.add(1, 1, Match::default().with(Field::VlanTci, 0x1000, 0x1000), vec![Action::Output(2)]);
+        let d = t.translate(&key(1, 0, 0, 0));
+        assert_eq!(d.actions, vec![Action::PushVlan(0x8100), Action::Output(2)]);
+        assert_eq!(Action::PushVlan(0x88a8).to_string(), "push_vlan:0x88a8");
+        let mv =
+            Action::Move { src: Field::InPort, src_shift: 0, dst: Field::Reg(1), dst_shift: 16, bits: 16 };
+        assert_eq!(mv.to_string(), "move:in_port[]->reg1[16..31]");
+        assert_eq!(
+            Action::Load { field: Field::Reg(0), value: 5, mask: 0xff }.to_string(),
+            "load:0x5->reg0[0..7]"
+        );
     }
 
     #[test]
@@ -692,14 +947,14 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Add(u16, Match),
+        Add(u16, Box<Match>),
         Remove(usize),
         Packet(u64, u64, u64, u64),
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            2 => (0u16..6, arb_match()).prop_map(|(p, m)| Op::Add(p, m)),
+            2 => (0u16..6, arb_match()).prop_map(|(p, m)| Op::Add(p, Box::new(m))),
             1 => any::<usize>().prop_map(Op::Remove),
             6 => (1u64..4, 0u64..4, 0u64..4, 0u64..4).prop_map(|(i, s, d, t)| Op::Packet(i, s << 30, d << 30 | d, t)),
         ]
@@ -719,8 +974,8 @@ mod tests {
                 match op {
                     Op::Add(priority, m) => {
                         next_port += 1;
-                        let id = tables.add(0, priority, m.clone(), vec![Action::Output(next_port)]);
-                        rules.push((id, priority, m, next_port));
+                        let id = tables.add(0, priority, (*m).clone(), vec![Action::Output(next_port)]);
+                        rules.push((id, priority, *m, next_port));
                     }
                     Op::Remove(i) if !rules.is_empty() => {
                         let (id, ..) = rules.remove(i % rules.len());

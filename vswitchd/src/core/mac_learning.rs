@@ -7,6 +7,11 @@
 //!   time, O(expired);
 //! - a full table evicts the front entry, the one seen least recently, O(1).
 //!
+//! A frame from the source just learned, on the same port at the same
+//! datapath time (a burst: one batch shares one timestamp), changes
+//! nothing, so [`MacTable::learn`] remembers the last thing it learned and
+//! returns at once for it. Any other change to the table forgets it.
+//!
 //! Invariants: the table never holds more than `capacity` entries; a lookup
 //! never returns an entry older than the aging time, even before it is
 //! swept; multicast and broadcast sources are never learned.
@@ -53,6 +58,8 @@ pub struct MacTable {
     entries: LinkedHashMap<u64, MacEntry, foldhash::fast::RandomState>,
     capacity: usize,
     aging_ms: u64,
+    /// (key, port, time) of the last learn, while it is still true.
+    last_learned: Option<(u64, u16, Timestamp)>,
     pub stats: MacStats,
 }
 
@@ -78,6 +85,7 @@ impl MacTable {
             entries: LinkedHashMap::with_hasher(foldhash::fast::RandomState::default()),
             capacity: capacity.max(1),
             aging_ms: aging_secs.saturating_mul(1000),
+            last_learned: None,
             stats: MacStats::default(),
         }
     }
@@ -102,6 +110,7 @@ impl MacTable {
     pub fn set_limits(&mut self, capacity: usize, aging_secs: u64) {
         self.capacity = capacity.max(1);
         self.aging_ms = aging_secs.saturating_mul(1000);
+        self.last_learned = None;
         while self.entries.len() > self.capacity {
             self.entries.pop_front();
             self.stats.evicted += 1;
@@ -117,6 +126,10 @@ impl MacTable {
             return Learned::Refused;
         }
         let k = key(vlan, mac);
+        if self.last_learned == Some((k, port, now)) {
+            return Learned::Refreshed;
+        }
+        self.last_learned = Some((k, port, now));
         if let Some(entry) = self.entries.to_back(&k) {
             let from = entry.port;
             entry.last_seen = now;
@@ -149,6 +162,7 @@ impl MacTable {
                 break;
             }
             self.entries.pop_front();
+            self.last_learned = None;
             n += 1;
         }
         self.stats.expired += n as u64;
@@ -157,10 +171,12 @@ impl MacTable {
 
     pub fn flush(&mut self) {
         self.entries.clear();
+        self.last_learned = None;
     }
 
     pub fn flush_port(&mut self, port: u16) {
         self.entries.retain(|_, e| e.port != port);
+        self.last_learned = None;
     }
 
     /// Live entries as (VLAN, MAC, entry), least recently seen first.
@@ -195,6 +211,7 @@ mod tests {
         let mut t = MacTable::default();
         assert_eq!(t.learn(0, &mac(1), 1, at(0)), Learned::New);
         assert_eq!(t.learn(0, &mac(1), 1, at(1)), Learned::Refreshed);
+        assert_eq!(t.learn(0, &mac(1), 1, at(1)), Learned::Refreshed);
         assert_eq!(t.learn(0, &mac(1), 2, at(2)), Learned::Moved { from: 1 });
         assert_eq!(t.lookup(0, &mac(1), at(2)), Some(2));
         assert_eq!(t.lookup(10, &mac(1), at(2)), None);
@@ -228,5 +245,16 @@ mod tests {
         assert_eq!(t.stats.evicted, 1);
         t.set_limits(1, 300);
         assert_eq!(t.entries(at(3)).map(|(_, m, _)| m).collect::<Vec<_>>(), vec![mac(3)]);
+    }
+
+    #[test]
+    fn a_repeated_learn_after_a_flush_learns_again() {
+        let mut t = MacTable::default();
+        t.learn(0, &mac(1), 1, at(0));
+        t.flush_port(1);
+        assert_eq!(t.learn(0, &mac(1), 1, at(0)), Learned::New);
+        t.flush();
+        assert_eq!(t.learn(0, &mac(1), 1, at(0)), Learned::New);
+        assert_eq!(t.lookup(0, &mac(1), at(0)), Some(1));
     }
 }

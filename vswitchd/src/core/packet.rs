@@ -99,6 +99,7 @@ pub struct L2Header {
 }
 
 impl L2Header {
+    #[inline]
     pub fn parse(frame: &[u8]) -> Result<L2Header, DropReason> {
         if frame.len() < ETH_HEADER_LEN {
             return Err(DropReason::Runt);
@@ -198,6 +199,10 @@ impl FlowKey {
 
     /// Fills this key from `frame`, overwriting every field. The per-packet
     /// path keeps one key and refills it, so nothing large moves per frame.
+    /// Inlined: returned out of line, the header is copied through the
+    /// stack with wide loads over narrow stores, which stalled store
+    /// forwarding and cost a sixth of the cached path.
+    #[inline]
     pub fn extract_into(&mut self, frame: &[u8], in_port: u16) -> Result<L2Header, DropReason> {
         let l2 = L2Header::parse(frame)?;
         let dl_type = if l2.ether_type < 0x0600 { ETHERTYPE_NONE } else { l2.ether_type };

@@ -10,7 +10,7 @@
 
 use super::classifier::Field;
 use super::offload::Offload;
-use super::packet::{retag, L2Header};
+use super::packet::{retag, L2Header, VLAN_TAG_LEN};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RewriteError {
@@ -172,6 +172,19 @@ pub fn set_field(
         Field::Metadata => {}
         _ => return Err(RewriteError::Unsupported),
     }
+    Ok(())
+}
+
+/// Pushes an outer VLAN tag with `tpid` whose TCI copies the current
+/// outer tag's (zero when the frame is untagged), as OpenFlow's push_vlan.
+pub fn push_vlan(frame: &mut Vec<u8>, offload: &mut Offload, tpid: u16) -> Result<(), RewriteError> {
+    let l2 = L2Header::parse(frame).map_err(|_| RewriteError::NotApplicable)?;
+    let tci = l2.outer_vlan().map_or(0, |t| t.tci);
+    let mut tag = [0u8; VLAN_TAG_LEN];
+    tag[..2].copy_from_slice(&tpid.to_be_bytes());
+    tag[2..].copy_from_slice(&tci.to_be_bytes());
+    frame.splice(L2Header::TAG_OFFSET..L2Header::TAG_OFFSET, tag);
+    offload.shift(VLAN_TAG_LEN as i32);
     Ok(())
 }
 
