@@ -103,6 +103,7 @@ fn spec(priority: u16, matcher: Match, actions: Vec<Action>) -> FlowSpec {
         table: 0,
         priority,
         cookie: 0,
+        cookie_mask: 0,
         idle_timeout: 0,
         hard_timeout: 0,
         matcher,

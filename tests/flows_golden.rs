@@ -170,3 +170,33 @@ fn trace_shows_tables_rules_normal_and_the_megaflow() {
     let err = sw.fails(&["trace", "br0", "in_port=nosuch"]);
     assert!(err.contains("no such port"), "{err}");
 }
+
+#[test]
+fn registers_push_vlan_and_cookie_masks_through_vsctl() {
+    let sw = switch();
+    let flows = sw.path("pipeline.txt");
+    std::fs::write(
+        &flows,
+        "# table 0 tags each input port's number into reg0, table 1 acts on it\n\
+         cookie=0x101,table=0,priority=10,in_port=p1,actions=move:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15],resubmit(,1)\n\
+         cookie=0x102,table=0,priority=10,in_port=p2,actions=load:0x7->reg0[],resubmit(,1)\n\
+         cookie=0x201,table=1,priority=5,reg0=0x7,actions=push_vlan:0x8100,set_field:30->vlan_vid,output:p3\n\
+         cookie=0x202,table=1,priority=1,actions=output:p2\n",
+    )
+    .unwrap();
+    sw.ok(&["add-flows", "br0", flows.to_str().unwrap()]);
+    sw.replay("br0", "p1", &[frame(B, A)]);
+    sw.replay("br0", "p2", &[frame(A, B)]);
+    sw.expect_tx(&[("p1", vec![]), ("p2", vec![frame(B, A)]), ("p3", vec![tagged(&frame(A, B), 30, 0)])]);
+    assert_eq!(packets_of(&sw, "reg0=0x7"), 1);
+    // A cookie mask selects the 0x1xx flows only; adding with a mask is refused.
+    let err = sw.fails(&["add-flow", "br0", "cookie=0x1/0xf,actions=drop"]);
+    assert!(err.contains("cookie mask selects"), "{err}");
+    sw.ok(&["del-flows", "br0", "cookie=0x100/0xf00"]);
+    let left: Vec<String> =
+        sw.json(&["dump-flows", "br0"]).as_array().unwrap().iter().map(|f| f["cookie"].to_string()).collect();
+    assert_eq!(left.len(), 3, "the default flow and the two 0x2xx flows stay: {left:?}");
+    // Without its port flow, p1's frame falls to the default flow: NORMAL floods it.
+    sw.replay("br0", "p1", &[frame(B, A)]);
+    sw.expect_tx(&[("p1", vec![]), ("p2", vec![frame(B, A)]), ("p3", vec![frame(B, A)])]);
+}

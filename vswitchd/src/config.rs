@@ -319,19 +319,19 @@ impl Config {
                 done(Done)
             }
             Command::AddFlow { bridge, flow } => {
-                let specs = self.parse_flows(bridge, std::slice::from_ref(flow))?;
+                let specs = self.parse_flows(bridge, std::slice::from_ref(flow), true)?;
                 Outcome::live(LiveQuery::Flows { bridge: bridge.clone(), op: FlowOp::Add(specs) })
             }
             Command::AddFlows { bridge, flows } => {
-                let specs = self.parse_flows(bridge, flows)?;
+                let specs = self.parse_flows(bridge, flows, true)?;
                 Outcome::live(LiveQuery::Flows { bridge: bridge.clone(), op: FlowOp::Add(specs) })
             }
             Command::ReplaceFlows { bridge, flows } => {
-                let specs = self.parse_flows(bridge, flows)?;
+                let specs = self.parse_flows(bridge, flows, true)?;
                 Outcome::live(LiveQuery::Flows { bridge: bridge.clone(), op: FlowOp::Replace(specs) })
             }
             Command::ModFlows { bridge, flow, strict } => {
-                let spec = self.parse_flows(bridge, std::slice::from_ref(flow))?.remove(0);
+                let spec = self.parse_flows(bridge, std::slice::from_ref(flow), false)?.remove(0);
                 Outcome::live(LiveQuery::Flows {
                     bridge: bridge.clone(),
                     op: FlowOp::Modify { spec, strict: *strict },
@@ -421,14 +421,22 @@ impl Config {
     }
 
     /// Parses flows against the bridge's ports (names become numbers).
-    fn parse_flows(&self, bridge: &str, flows: &[String]) -> Result<Vec<FlowSpec>, RpcError> {
+    /// Flows being added cannot carry a cookie mask: it only selects.
+    fn parse_flows(&self, bridge: &str, flows: &[String], adding: bool) -> Result<Vec<FlowSpec>, RpcError> {
         let b = self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
         let ports = |name: &str| b.ports.get(name).map(|p| p.ofport);
         flows
             .iter()
             .map(|text| {
-                parse_flow(text, &ports)
-                    .map_err(|e| err(ErrorCode::InvalidValue, format!("bad flow {text:?}: {e}")))
+                let bad = |e: String| err(ErrorCode::InvalidValue, format!("bad flow {text:?}: {e}"));
+                let spec = parse_flow(text, &ports).map_err(bad)?;
+                if adding && spec.cookie_mask != 0 {
+                    return Err(bad(
+                        "a cookie mask selects flows (del-flows, dump-flows, mod-flows); write cookie=VALUE to add"
+                            .into(),
+                    ));
+                }
+                Ok(spec)
             })
             .collect()
     }

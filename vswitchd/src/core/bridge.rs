@@ -187,6 +187,7 @@ impl Bridge {
             table: 0,
             priority: 0,
             cookie: 0,
+            cookie_mask: 0,
             idle_timeout: 0,
             hard_timeout: 0,
             matcher: Default::default(),
@@ -262,6 +263,7 @@ impl Bridge {
                 None => true,
                 Some((m, table_given)) => {
                     let table_ok = !table_given || f.spec.table == m.table;
+                    let cookie_ok = f.spec.cookie & m.cookie_mask == m.cookie & m.cookie_mask;
                     let covered = if strict {
                         f.spec.matcher == m.matcher && f.spec.priority == m.priority
                     } else {
@@ -270,7 +272,7 @@ impl Bridge {
                                 && f.spec.matcher.value[i] & m.matcher.mask[i] == m.matcher.value[i]
                         })
                     };
-                    table_ok && covered
+                    table_ok && cookie_ok && covered
                 }
             })
             .map(|(id, _)| *id)
@@ -992,6 +994,32 @@ mod tests {
             assert!(!br.megaflows().is_empty());
             flow(&mut br, "priority=50,in_port=1,actions=drop");
             assert!(send(&mut br, 0, 1, &frame(B, A)).is_empty());
+        }
+
+        #[test]
+        fn push_vlan_stacks_a_tag_and_registers_steer_the_pipeline() {
+            let mut br = three_ports();
+            // Port 1's frames get an outer tag 0x88a8 VID 100 over their tag.
+            flow(&mut br, "in_port=1,actions=push_vlan:0x88a8,set_field:100->vlan_vid,output:2");
+            let out = send(&mut br, 0, 1, &tagged(B, A, 10));
+            let mut expected = tagged(B, A, 10);
+            expected.splice(12..12, [0x88, 0xa8, 0x00, 100]);
+            assert_eq!(out, vec![(2, expected)]);
+            // Port 2's in_port travels in reg1 to table 1, which picks the output.
+            flow(&mut br, "in_port=2,actions=move:NXM_OF_IN_PORT[]->NXM_NX_REG1[0..15],resubmit(,1)");
+            flow(&mut br, "table=1,reg1=2,actions=output:3");
+            assert_eq!(ports_of(&send(&mut br, 0, 2, &frame(B, A))), vec![3]);
+        }
+
+        #[test]
+        fn cookie_masks_select_flows_to_delete() {
+            let mut br = three_ports();
+            flow(&mut br, "cookie=0x1201,priority=5,in_port=1,actions=output:2");
+            flow(&mut br, "cookie=0x1302,priority=5,in_port=2,actions=output:3");
+            let filter = crate::core::ofctl::parse_match("cookie=0x1200/0xff00", &ports).unwrap();
+            assert_eq!(br.delete_flows(Some(&filter), false), 1);
+            let cookies: Vec<u64> = br.flows().map(|(_, f)| f.spec.cookie).collect();
+            assert_eq!(cookies, vec![0, 0x1302], "the default flow and the other cookie stay");
         }
 
         #[test]

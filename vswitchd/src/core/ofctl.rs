@@ -23,6 +23,10 @@ pub struct FlowSpec {
     pub table: u8,
     pub priority: u16,
     pub cookie: u64,
+    /// `cookie=V/M`: which cookie bits a filter (del-flows, dump-flows,
+    /// mod-flows) selects on; 0 when no mask was given. A flow added with
+    /// a mask is refused by the caller.
+    pub cookie_mask: u64,
     pub idle_timeout: u16,
     pub hard_timeout: u16,
     pub matcher: Match,
@@ -59,6 +63,7 @@ pub fn parse_flow(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<Flo
         table: 0,
         priority: DEFAULT_PRIORITY,
         cookie: 0,
+        cookie_mask: 0,
         idle_timeout: 0,
         hard_timeout: 0,
         matcher: Match::default(),
@@ -95,8 +100,12 @@ pub fn parse_flow(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<Flo
                     parse_num(need()?).filter(|p| *p <= 65535).ok_or_else(|| bad("0 to 65535"))? as u16
             }
             "cookie" => {
-                spec.cookie =
-                    parse_num(need()?.split('/').next().unwrap_or("")).ok_or_else(|| bad("a number"))?
+                let (cookie, mask) = match need()?.split_once('/') {
+                    Some((v, m)) => (parse_num(v), parse_num(m)),
+                    None => (parse_num(need()?), Some(0)),
+                };
+                spec.cookie = cookie.ok_or_else(|| bad("a 64-bit number[/mask]"))?;
+                spec.cookie_mask = mask.ok_or_else(|| bad("a 64-bit number[/mask]"))?;
             }
             "idle_timeout" => {
                 spec.idle_timeout = parse_num(need()?)
@@ -389,6 +398,14 @@ fn match_field(
             let (v, mk) = num_mask(value, u64::MAX).ok_or_else(|| bad("a 64-bit value[/mask]"))?;
             m.with(Field::Metadata, v, mk)
         }
+        "tun_id" | "tunnel_id" => {
+            let (v, mk) = num_mask(value, u64::MAX).ok_or_else(|| bad("a 64-bit value[/mask]"))?;
+            m.with(Field::TunId, v, mk)
+        }
+        _ if register(key).is_some() => {
+            let (v, mk) = num_mask(value, u64::from(u32::MAX)).ok_or_else(|| bad("a 32-bit value[/mask]"))?;
+            m.with(register(key).expect("checked"), v, mk)
+        }
         _ => return Err(format!("unknown field '{key}' (in '{word}')")),
     })
 }
@@ -416,6 +433,113 @@ fn mac_value(s: &str) -> Option<u64> {
     parse_mac(s).map(|m| u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]]))
 }
 
+/// `reg0`..`reg7`, and their NXM names `NXM_NX_REG0`...
+fn register(name: &str) -> Option<Field> {
+    let n = name.strip_prefix("reg").or_else(|| name.strip_prefix("NXM_NX_REG"))?;
+    let n: u8 = n.parse().ok().filter(|n| *n < 8)?;
+    Some(Field::Reg(n))
+}
+
+/// A field as `load` and `move` name it: its ovs-ofctl name or NXM name.
+fn field_by_name(name: &str) -> Option<Field> {
+    Some(match name {
+        "in_port" | "NXM_OF_IN_PORT" => Field::InPort,
+        "eth_src" | "dl_src" | "NXM_OF_ETH_SRC" => Field::DlSrc,
+        "eth_dst" | "dl_dst" | "NXM_OF_ETH_DST" => Field::DlDst,
+        "eth_type" | "dl_type" | "NXM_OF_ETH_TYPE" => Field::DlType,
+        "vlan_tci" | "NXM_OF_VLAN_TCI" => Field::VlanTci,
+        "ip_src" | "nw_src" | "NXM_OF_IP_SRC" | "arp_spa" | "NXM_OF_ARP_SPA" => Field::NwSrc,
+        "ip_dst" | "nw_dst" | "NXM_OF_IP_DST" | "arp_tpa" | "NXM_OF_ARP_TPA" => Field::NwDst,
+        "ip_proto" | "nw_proto" | "NXM_OF_IP_PROTO" => Field::NwProto,
+        "nw_tos" | "NXM_OF_IP_TOS" => Field::NwTos,
+        "nw_ttl" | "NXM_NX_IP_TTL" => Field::NwTtl,
+        "tcp_src" | "udp_src" | "tp_src" | "NXM_OF_TCP_SRC" | "NXM_OF_UDP_SRC" => Field::TpSrc,
+        "tcp_dst" | "udp_dst" | "tp_dst" | "NXM_OF_TCP_DST" | "NXM_OF_UDP_DST" => Field::TpDst,
+        "arp_sha" | "NXM_NX_ARP_SHA" => Field::ArpSha,
+        "arp_tha" | "NXM_NX_ARP_THA" => Field::ArpTha,
+        "tun_id" | "tunnel_id" | "NXM_NX_TUN_ID" => Field::TunId,
+        "metadata" | "OXM_OF_METADATA" => Field::Metadata,
+        _ => register(name)?,
+    })
+}
+
+/// Fields the switch can write: those it can rewrite in a frame, and the
+/// pipeline's own state.
+fn writable(field: Field) -> bool {
+    matches!(
+        field,
+        Field::DlSrc
+            | Field::DlDst
+            | Field::VlanTci
+            | Field::NwSrc
+            | Field::NwDst
+            | Field::TpSrc
+            | Field::TpDst
+            | Field::TunId
+            | Field::Metadata
+            | Field::Reg(_)
+    )
+}
+
+/// `FIELD[]`, `FIELD[n]` or `FIELD[a..b]`: (field, shift, bits).
+fn parse_subfield(text: &str) -> Result<(Field, u32, u32), String> {
+    let (name, range) =
+        text.trim().strip_suffix(']').and_then(|t| t.split_once('[')).ok_or_else(|| {
+            format!("'{text}' is not a field with a bit range such as reg0[] or reg0[0..15]")
+        })?;
+    let field = field_by_name(name).ok_or_else(|| format!("unknown field '{name}' in '{text}'"))?;
+    let width = field.bits();
+    let (start, end) = if range.is_empty() {
+        (0, width - 1)
+    } else {
+        let parse = |s: &str| s.trim().parse::<u32>().map_err(|_| format!("bad bit range in '{text}'"));
+        match range.split_once("..") {
+            Some((a, b)) => (parse(a)?, parse(b)?),
+            None => (parse(range)?, parse(range)?),
+        }
+    };
+    if start > end || end >= width {
+        return Err(format!("bits {start}..{end} do not fit {name}, which has {width} bits (in '{text}')"));
+    }
+    Ok((field, start, end - start + 1))
+}
+
+fn bit_mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
+
+/// `load:VALUE->DST[a..b]`.
+fn load(arg: &str) -> Result<Action, String> {
+    let (value, dst) = arg.split_once("->").ok_or("write load:VALUE->FIELD[a..b]")?;
+    let (field, shift, bits) = parse_subfield(dst)?;
+    if !writable(field) {
+        return Err(format!("{} cannot be written", field.name()));
+    }
+    let value = parse_num(value).ok_or_else(|| format!("'{value}' is not a number"))?;
+    if value & !bit_mask(bits) != 0 {
+        return Err(format!("{value:#x} does not fit in {bits} bits"));
+    }
+    Ok(Action::Load { field, value: value << shift, mask: bit_mask(bits) << shift })
+}
+
+/// `move:SRC[a..b]->DST[c..d]`.
+fn move_bits(arg: &str) -> Result<Action, String> {
+    let (src, dst) = arg.split_once("->").ok_or("write move:SRC[a..b]->DST[c..d]")?;
+    let (src, src_shift, src_bits) = parse_subfield(src)?;
+    let (dst, dst_shift, bits) = parse_subfield(dst)?;
+    if !writable(dst) {
+        return Err(format!("{} cannot be written", dst.name()));
+    }
+    if src_bits != bits {
+        return Err(format!("the source has {src_bits} bits and the destination {bits}: they must be equal"));
+    }
+    Ok(Action::Move { src, src_shift, dst, dst_shift, bits })
+}
+
 /// `set_field:VALUE->FIELD` for the fields the switch can rewrite.
 fn set_field(value: &str, field: &str) -> Option<Action> {
     let ipv4 = || value.parse::<Ipv4Addr>().ok().map(|a| u64::from(u32::from(a)));
@@ -432,7 +556,8 @@ fn set_field(value: &str, field: &str) -> Option<Action> {
             Action::SetField(Field::VlanTci, 0x1000 | (parse_num(value).filter(|v| *v <= 0x1fff)? & 0x0fff))
         }
         "metadata" => Action::SetField(Field::Metadata, parse_num(value)?),
-        _ => return None,
+        "tun_id" | "tunnel_id" => Action::SetField(Field::TunId, parse_num(value)?),
+        _ => Action::SetField(register(field)?, parse_num(value).filter(|v| *v <= u64::from(u32::MAX))?),
     })
 }
 
@@ -487,6 +612,20 @@ pub fn parse_actions(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<
             }
             ("strip_vlan" | "pop_vlan", None) => Action::SetField(Field::VlanTci, 0),
             ("dec_ttl", None) => Action::DecTtl,
+            ("push_vlan", Some(tpid)) => Action::PushVlan(
+                parse_num(tpid)
+                    .filter(|t| [0x8100, 0x88a8].contains(t))
+                    .ok_or_else(|| bad("push_vlan takes 0x8100 or 0x88a8"))? as u16,
+            ),
+            ("load", Some(arg)) => load(arg).map_err(|e| bad(&e))?,
+            ("move", Some(arg)) => move_bits(arg).map_err(|e| bad(&e))?,
+            ("set_tunnel" | "set_tunnel64", Some(v)) => {
+                let id = parse_num(v).ok_or_else(|| bad("a tunnel id"))?;
+                if name == "set_tunnel" && id > u64::from(u32::MAX) {
+                    return Err(bad("set_tunnel takes 32 bits; use set_tunnel64"));
+                }
+                Action::SetField(Field::TunId, id)
+            }
             ("set_field", Some(arg)) => {
                 let (value, field) =
                     arg.split_once("->").ok_or_else(|| bad("write set_field:VALUE->FIELD"))?;
@@ -571,6 +710,70 @@ mod tests {
         assert!(parse("actions=set_field:1->reg9").unwrap_err().contains("set_field:1->reg9"));
         assert_eq!(parse("priority=0,actions=NORMAL").unwrap().priority, 0);
         assert_eq!(parse("actions=drop").unwrap().priority, DEFAULT_PRIORITY);
+    }
+
+    #[test]
+    fn registers_tunnel_ids_load_move_and_push_vlan() {
+        let f = parse(
+            "reg0=5,reg7=0x10/0xf0,tun_id=0x10/0xff,cookie=0x3,actions=load:0x5->NXM_NX_REG0[0..7],\
+             move:NXM_OF_IN_PORT[]->reg1[16..31],push_vlan:0x8100,set_field:10->vlan_vid,set_tunnel:42,\
+             set_field:7->reg3,load:1->reg2[3]",
+        )
+        .unwrap();
+        assert_eq!(
+            (Field::Reg(0).get(&f.matcher.value), Field::Reg(0).get(&f.matcher.mask)),
+            (5, 0xffff_ffff)
+        );
+        assert_eq!((Field::Reg(7).get(&f.matcher.value), Field::Reg(7).get(&f.matcher.mask)), (0x10, 0xf0));
+        assert_eq!(Field::TunId.get(&f.matcher.mask), 0xff);
+        assert_eq!((f.cookie, f.cookie_mask), (3, 0));
+        assert_eq!(
+            f.actions,
+            vec![
+                Action::Load { field: Field::Reg(0), value: 5, mask: 0xff },
+                Action::Move {
+                    src: Field::InPort,
+                    src_shift: 0,
+                    dst: Field::Reg(1),
+                    dst_shift: 16,
+                    bits: 16
+                },
+                Action::PushVlan(0x8100),
+                Action::SetField(Field::VlanTci, 0x100a),
+                Action::SetField(Field::TunId, 42),
+                Action::SetField(Field::Reg(3), 7),
+                Action::Load { field: Field::Reg(2), value: 8, mask: 8 },
+            ]
+        );
+        let f = parse("cookie=0x1200/0xff00,actions=drop").unwrap();
+        assert_eq!((f.cookie, f.cookie_mask), (0x1200, 0xff00));
+        assert_eq!(
+            parse("actions=move:eth_src[]->eth_dst[],set_tunnel64:0x100000000").unwrap().actions,
+            vec![
+                Action::Move { src: Field::DlSrc, src_shift: 0, dst: Field::DlDst, dst_shift: 0, bits: 48 },
+                Action::SetField(Field::TunId, 0x1_0000_0000),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_loads_and_moves_say_why() {
+        let cases = [
+            ("actions=load:0x100->reg0[0..7]", "does not fit in 8 bits"),
+            ("actions=load:1->reg0[30..40]", "do not fit reg0"),
+            ("actions=load:1->NXM_OF_ETH_TYPE[]", "dl_type cannot be written"),
+            ("actions=load:1->reg9[]", "unknown field 'reg9'"),
+            ("actions=load:1->reg0", "bit range"),
+            ("actions=move:reg0[0..7]->reg1[0..15]", "must be equal"),
+            ("actions=push_vlan:0x0800", "0x8100 or 0x88a8"),
+            ("actions=set_tunnel:0x100000000", "set_tunnel64"),
+            ("reg8=1,actions=drop", "unknown field 'reg8'"),
+            ("reg0=0x100000000,actions=drop", "32-bit"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(expected), "{text:?} gave {err:?}, expected it to mention {expected:?}");
+        }
     }
 
     #[test]
