@@ -1,4 +1,4 @@
-//! The flow-table fast path: cached decisions (megaflow hits) with 1,
+//! The flow-table fast path: cached decisions (EMC or megaflow hits) with 1, 10,
 //! 1,000 and 100,000 rules over up to 16 distinct masks, and the slow path
 //! (translation plus install) with 1,000 rules. 64-byte frames are packed
 //! keys here; throughput is decisions per second on one core.
@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("flow_cache");
     const BATCH: u64 = 32;
     group.throughput(Throughput::Elements(BATCH));
-    for n in [1usize, 1_000, 100_000] {
+    for n in [1usize, 10, 1_000, 100_000] {
         let t = tables(n);
         let mut cache = MegaflowCache::default();
         let keys: Vec<Words> = (0..4096).map(key).collect();
