@@ -291,7 +291,7 @@ pub enum Action {
 fn subfield(field: Field, shift: u32, bits: u32) -> String {
     if shift == 0 && bits == field.bits() {
         format!("{}[]", field.name())
-    } else if bits == 1 {
+    } else if bits <= 1 {
         format!("{}[{shift}]", field.name())
     } else {
         format!("{}[{}..{}]", field.name(), shift, shift + bits - 1)
@@ -392,12 +392,7 @@ impl<V> MaskedMap<V> {
     /// The hash of `key & mask`; `key` need not be masked.
     #[inline]
     fn hash(&self, key: &Words) -> u64 {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = self.state.build_hasher();
-        for &i in self.used() {
-            h.write_u64(key[usize::from(i)] & self.mask[usize::from(i)]);
-        }
-        h.finish()
+        hash_used(&self.state, self.used(), &self.mask, key)
     }
 
     /// The value stored for `key & mask`.
@@ -418,14 +413,7 @@ impl<V> MaskedMap<V> {
         let value = masked(key, &self.mask);
         let MaskedMap { mask, used, n_used, table, state } = self;
         let used = &used[..usize::from(*n_used)];
-        let rehash = |(stored, _): &(Words, V)| {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = state.build_hasher();
-            for &i in used {
-                h.write_u64(stored[usize::from(i)] & mask[usize::from(i)]);
-            }
-            h.finish()
-        };
+        let rehash = |(stored, _): &(Words, V)| hash_used(state, used, mask, stored);
         let entry =
             table.entry(hash, |(stored, _)| *stored == value, rehash).or_insert_with(|| (value, make()));
         &mut entry.into_mut().1
@@ -453,6 +441,17 @@ impl<V> MaskedMap<V> {
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
     }
+}
+
+/// Hashes the `used` words of `key & mask`.
+#[inline]
+fn hash_used(state: &foldhash::fast::RandomState, used: &[u8], mask: &Words, key: &Words) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = state.build_hasher();
+    for &i in used {
+        h.write_u64(key[usize::from(i)] & mask[usize::from(i)]);
+    }
+    h.finish()
 }
 
 #[derive(Debug)]

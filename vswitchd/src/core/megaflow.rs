@@ -130,6 +130,22 @@ impl std::fmt::Debug for Emc {
     }
 }
 
+/// Takes every megaflow's unfolded counters, handing them to `credit` for
+/// each rule behind it.
+fn take_unfolded(subtables: &[MaskedMap<Megaflow>], mut credit: impl FnMut(RuleId, u64, u64, Timestamp)) {
+    for flows in subtables {
+        for (_, flow) in flows.iter() {
+            let (packets, bytes, last) = flow.unfolded.take();
+            if packets == 0 {
+                continue;
+            }
+            for rule in &flow.rules {
+                credit(*rule, packets, bytes, last);
+            }
+        }
+    }
+}
+
 /// Counters of rules whose megaflows were dropped before being folded.
 type Spilled = HashMap<RuleId, (u64, u64, Timestamp), foldhash::fast::RandomState>;
 
@@ -196,18 +212,11 @@ impl MegaflowCache {
 
     /// Empties both caches, keeping the counters they had not yet folded.
     fn clear(&mut self) {
-        for flows in &self.subtables {
-            for (_, flow) in flows.iter() {
-                let (packets, bytes, last) = flow.unfolded.take();
-                if packets == 0 {
-                    continue;
-                }
-                for rule in &flow.rules {
-                    let e = self.spilled.entry(*rule).or_insert((0, 0, last));
-                    *e = (e.0 + packets, e.1 + bytes, e.2.max(last));
-                }
-            }
-        }
+        let spilled = &mut self.spilled;
+        take_unfolded(&self.subtables, |rule, packets, bytes, last| {
+            let e = spilled.entry(rule).or_insert((0, 0, last));
+            *e = (e.0 + packets, e.1 + bytes, e.2.max(last));
+        });
         self.subtables.clear();
         self.count = 0;
         self.emc.clear();
@@ -219,17 +228,7 @@ impl MegaflowCache {
         for (rule, (packets, bytes, last)) in self.spilled.drain() {
             credit(rule, packets, bytes, last);
         }
-        for flows in &self.subtables {
-            for (_, flow) in flows.iter() {
-                let (packets, bytes, last) = flow.unfolded.take();
-                if packets == 0 {
-                    continue;
-                }
-                for rule in &flow.rules {
-                    credit(*rule, packets, bytes, last);
-                }
-            }
-        }
+        take_unfolded(&self.subtables, credit);
     }
 
     /// Every megaflow as (mask, masked key, actions, packets).

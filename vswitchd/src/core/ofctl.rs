@@ -834,8 +834,26 @@ mod tests {
     proptest::proptest! {
         // Whatever a user types, the parser answers with a flow or an error.
         #[test]
-        fn any_text_parses_or_errs(text in "[a-z_0-9=:,./()+\\- x]{0,80}") {
+        fn any_text_parses_or_errs(text in "[a-zA-Z_0-9=:,./()+\\-\\[\\]> x]{0,80}") {
             let _ = parse(&text);
+        }
+
+        // Load and move arguments: bit ranges at and past the edges.
+        #[test]
+        fn any_load_or_move_parses_or_errs(
+            field in "(reg[0-9]|NXM_NX_REG[0-9]|eth_src|in_port|tun_id|vlan_tci|nw_ttl|xx)",
+            a in 0u32..70, b in 0u32..70, value in any::<u64>(), move_it in any::<bool>(),
+        ) {
+            let text = if move_it {
+                format!("actions=move:{field}[{a}..{b}]->reg1[{b}..{a}]")
+            } else {
+                format!("actions=load:{value:#x}->{field}[{a}..{b}]")
+            };
+            if let Ok(f) = parse(&text) {
+                for action in &f.actions {
+                    let _ = action.to_string();
+                }
+            }
         }
 
         #[test]
