@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use super::classifier::{format_masked, pack, Action, Field, MegaflowCache, RuleId, Tables, Words};
+use super::classifier::{format_masked, Action, Field, MegaflowCache, RuleId, Tables, Words};
 use super::mac_learning::{MacTable, DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
 use super::ofctl::FlowSpec;
 use super::offload::Offload;
@@ -156,13 +156,15 @@ impl Default for Bridge {
     }
 }
 
-/// Rewrites work on a private copy of the frame, made at the first one.
-fn own_copy(frame: &mut Vec<u8>, copied: &mut bool, original: &[u8]) {
-    if !*copied {
+/// Rewrites work on a private copy of the frame, made at the first one in
+/// `spare`'s buffer (taken, so frames that are not rewritten cost nothing).
+fn own_copy<'a>(copy: &'a mut Option<Vec<u8>>, spare: &mut Vec<u8>, original: &[u8]) -> &'a mut Vec<u8> {
+    copy.get_or_insert_with(|| {
+        let mut frame = std::mem::take(spare);
         frame.clear();
         frame.extend_from_slice(original);
-        *copied = true;
-    }
+        frame
+    })
 }
 
 impl Bridge {
@@ -535,8 +537,7 @@ impl Bridge {
             (pending.0, pending.1, pending.2) = (pending.0 + 1, pending.1 + bytes, now);
             return self.normal(now, in_port, &packet, &l2, tx);
         }
-        let key = pack(&self.key, 0);
-        let decided = self.cache.decide(&self.tables, &key);
+        let decided = self.cache.decide(&self.tables, &self.key.words);
         decided.hit(bytes, now);
         self.execute(now, in_port, packet, &l2, &decided.actions, tx)
     }
@@ -557,23 +558,22 @@ impl Bridge {
         // ever borrowed: copying it whole right after it was built stalled
         // store forwarding on every packet.
         let mut reparsed: Option<L2Header> = None;
-        let mut frame = std::mem::take(&mut self.rewritten);
-        let mut rewritten = false;
+        let mut copy: Option<Vec<u8>> = None;
         let mut offload = packet.offload;
         let mut outputs = 0;
         let mut normal_drop = None;
         for action in actions {
-            let current = Packet { data: if rewritten { &frame } else { packet.data }, offload };
+            let current = Packet { data: copy.as_deref().unwrap_or(packet.data), offload };
             match action {
                 // The tunnel id matters only to tunnel ports, which read
                 // it from the decision; nothing in the frame changes.
                 Action::SetField(field, _) if !field.in_frame() => {}
                 Action::SetField(field, value) => {
-                    own_copy(&mut frame, &mut rewritten, packet.data);
+                    let frame = own_copy(&mut copy, &mut self.rewritten, packet.data);
                     // A rewrite that does not apply (mod_nw_src on ARP) is
                     // skipped, as OVS skips actions whose prerequisites fail.
-                    if rewrite::set_field(&mut frame, &mut offload, *field, *value).is_ok() {
-                        reparsed = L2Header::parse(&frame).ok();
+                    if rewrite::set_field(frame, &mut offload, *field, *value).is_ok() {
+                        reparsed = L2Header::parse(frame).ok();
                     }
                 }
                 Action::Output(port) if *port != in_port => {
@@ -595,24 +595,26 @@ impl Bridge {
                     }
                 }
                 Action::DecTtl => {
-                    own_copy(&mut frame, &mut rewritten, packet.data);
-                    if rewrite::dec_ttl(&mut frame) == Ok(false) {
-                        self.rewritten = frame;
+                    let frame = own_copy(&mut copy, &mut self.rewritten, packet.data);
+                    if rewrite::dec_ttl(frame) == Ok(false) {
+                        self.rewritten = copy.unwrap_or_default();
                         // What was already sent stays sent; the rest is dropped.
                         return if outputs > 0 { Ok(outputs) } else { Err(DropReason::TtlExpired) };
                     }
                 }
                 Action::PushVlan(tpid) => {
-                    own_copy(&mut frame, &mut rewritten, packet.data);
-                    if rewrite::push_vlan(&mut frame, &mut offload, *tpid).is_ok() {
-                        reparsed = L2Header::parse(&frame).ok();
+                    let frame = own_copy(&mut copy, &mut self.rewritten, packet.data);
+                    if rewrite::push_vlan(frame, &mut offload, *tpid).is_ok() {
+                        reparsed = L2Header::parse(frame).ok();
                     }
                 }
                 // Spent during translation: never in a decision.
                 Action::Load { .. } | Action::Move { .. } | Action::Resubmit(_) | Action::GotoTable(_) => {}
             }
         }
-        self.rewritten = frame;
+        if let Some(frame) = copy {
+            self.rewritten = frame;
+        }
         if outputs == 0 {
             return Err(normal_drop.unwrap_or(DropReason::FlowDrop));
         }

@@ -29,10 +29,9 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 
-use super::classifier::{masked, Action, MaskedMap, RuleId, Tables, Words, PACKET_WORDS};
+use super::classifier::{masked, mix, random_seed, Action, MaskedMap, RuleId, Tables, Words, PACKET_WORDS};
 use super::Timestamp;
 
 /// A cached decision: its actions and the rules behind them. Shared
@@ -78,25 +77,21 @@ struct EmcSlot {
 
 struct Emc {
     slots: Box<[EmcSlot]>,
-    state: foldhash::fast::RandomState,
+    seed: u64,
 }
 
 impl Default for Emc {
     /// Empty until first used: a bridge whose traffic makes one megaflow
     /// mask never needs the slots.
     fn default() -> Self {
-        Emc { slots: Box::default(), state: foldhash::fast::RandomState::default() }
+        Emc { slots: Box::default(), seed: random_seed() }
     }
 }
 
 impl Emc {
     #[inline]
     fn hash(&self, key: &Words) -> u64 {
-        let mut h = self.state.build_hasher();
-        for w in &key[..PACKET_WORDS] {
-            h.write_u64(*w);
-        }
-        h.finish()
+        key[..PACKET_WORDS].iter().fold(self.seed, |h, w| mix(h, *w, self.seed))
     }
 
     #[inline]

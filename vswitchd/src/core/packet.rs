@@ -19,6 +19,7 @@ use etherparse::{
     ArpPacketSlice, Ipv4HeaderSlice, Ipv6ExtensionsSlice, Ipv6HeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
 };
 
+use super::classifier::{Field, Words, WORDS};
 use super::DropReason;
 
 pub type Mac = [u8; 6];
@@ -162,31 +163,22 @@ impl Malformation {
     }
 }
 
-/// The fields a flow can match, extracted once per frame (OVS's `struct flow`).
+/// The fields a flow can match, extracted once per frame (OVS's `struct flow`),
+/// written straight into the classifier's packed layout ([`Words`], see
+/// [`Field::place`]) so that the cache looks the key up as extracted.
 /// ARP reuses the IP fields as OVS does: `nw_src`/`nw_dst` hold the sender
 /// and target protocol addresses and `nw_proto` the opcode's low byte; ICMP
-/// type and code live in `tp_src`/`tp_dst`.
+/// type and code live in `tp_src`/`tp_dst`. The VLAN field is the outer TCI
+/// with 0x1000 set when a tag is present (OVS's CFI convention), so "no tag"
+/// and "VID 0" differ. Pipeline words (metadata, registers) start at zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
-    pub in_port: u16,
-    pub dl_dst: Mac,
-    pub dl_src: Mac,
-    pub vlans: [Option<VlanTag>; 2],
-    pub dl_type: u16,
-    pub nw_src: u32,
-    pub nw_dst: u32,
-    pub ipv6_src: [u8; 16],
-    pub ipv6_dst: [u8; 16],
-    pub nw_proto: u8,
-    pub nw_tos: u8,
-    pub nw_ttl: u8,
-    pub nw_frag: bool,
-    pub tp_src: u16,
-    pub tp_dst: u16,
-    pub tcp_flags: u16,
-    pub arp_sha: Mac,
-    pub arp_tha: Mac,
+    pub words: Words,
     pub malformed: Option<Malformation>,
+}
+
+fn mac_word(mac: &Mac) -> u64 {
+    u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]])
 }
 
 impl FlowKey {
@@ -195,6 +187,11 @@ impl FlowKey {
         let mut key = FlowKey::default();
         let l2 = key.extract_into(frame, in_port)?;
         Ok((key, l2))
+    }
+
+    /// One field of the key.
+    pub fn get(&self, field: Field) -> u64 {
+        field.get(&self.words)
     }
 
     /// Fills this key from `frame`, overwriting every field. The per-packet
@@ -206,14 +203,13 @@ impl FlowKey {
     pub fn extract_into(&mut self, frame: &[u8], in_port: u16) -> Result<L2Header, DropReason> {
         let l2 = L2Header::parse(frame)?;
         let dl_type = if l2.ether_type < 0x0600 { ETHERTYPE_NONE } else { l2.ether_type };
-        *self = FlowKey {
-            in_port,
-            dl_dst: l2.dst,
-            dl_src: l2.src,
-            vlans: l2.vlans,
-            dl_type,
-            ..FlowKey::default()
-        };
+        let tci = l2.vlans[0].map_or(0, |t| u64::from(t.tci) | 0x1000);
+        // Word by word, in Field::place's layout (a test checks the two agree).
+        self.words = [0; WORDS];
+        self.words[0] = u64::from(in_port) << 48 | u64::from(dl_type) << 32 | tci << 16;
+        self.words[1] = mac_word(&l2.dst) << 16;
+        self.words[2] = mac_word(&l2.src) << 16;
+        self.malformed = None;
         let payload = &frame[l2.payload_offset..];
         // Stacks of three or more tags: the rest is payload, as in OVS with vlan-limit=2.
         match l2.ether_type {
@@ -225,24 +221,28 @@ impl FlowKey {
         Ok(l2)
     }
 
+    /// Sets the IP fields shared by IPv4 and IPv6 (and ARP's opcode).
+    fn set_nw(&mut self, proto: u8, tos: u8, ttl: u8) {
+        self.words[0] |= u64::from(proto) << 8 | u64::from(tos);
+        self.words[1] |= u64::from(ttl) << 8;
+    }
+
     fn extract_ipv4(&mut self, payload: &[u8]) {
         let Ok(ip) = Ipv4HeaderSlice::from_slice(payload) else {
             self.malformed = Some(Malformation::Ipv4);
             return;
         };
-        self.nw_src = u32::from_be_bytes(ip.source());
-        self.nw_dst = u32::from_be_bytes(ip.destination());
-        self.nw_proto = ip.protocol().0;
-        self.nw_tos = ip.slice()[1];
-        self.nw_ttl = ip.ttl();
-        self.nw_frag = ip.is_fragmenting_payload();
+        let proto = ip.protocol().0;
+        self.set_nw(proto, ip.slice()[1], ip.ttl());
+        self.words[3] = u64::from(u32::from_be_bytes(ip.source())) << 32
+            | u64::from(u32::from_be_bytes(ip.destination()));
         // Only the first fragment carries the transport header.
         if ip.fragments_offset().value() != 0 {
             return;
         }
         let end = usize::from(ip.total_len()).min(payload.len());
         let l4 = payload.get(ip.slice().len()..end).unwrap_or(&[]);
-        self.extract_l4(l4);
+        self.extract_l4(proto, l4);
     }
 
     fn extract_ipv6(&mut self, payload: &[u8]) {
@@ -250,11 +250,12 @@ impl FlowKey {
             self.malformed = Some(Malformation::Ipv6);
             return;
         };
-        self.ipv6_src = ip.source();
-        self.ipv6_dst = ip.destination();
-        self.nw_tos = ip.traffic_class();
-        self.nw_ttl = ip.hop_limit();
-        self.nw_proto = ip.next_header().0;
+        let half = |a: [u8; 16], at: usize| u64::from_be_bytes(a[at..at + 8].try_into().expect("8 bytes"));
+        let (src, dst) = (ip.source(), ip.destination());
+        self.words[5] = half(src, 0);
+        self.words[6] = half(src, 8);
+        self.words[7] = half(dst, 0);
+        self.words[8] = half(dst, 8);
         let rest = &payload[ip.slice().len()..];
         // A zero payload length is a jumbogram's: the frame says how long it is.
         let rest = match usize::from(ip.payload_length()) {
@@ -263,13 +264,15 @@ impl FlowKey {
         };
         match Ipv6ExtensionsSlice::from_slice(ip.next_header(), rest) {
             Ok((exts, proto, l4)) => {
-                self.nw_proto = proto.0;
-                self.nw_frag = exts.is_fragmenting_payload();
-                if !self.nw_frag {
-                    self.extract_l4(l4);
+                self.set_nw(proto.0, ip.traffic_class(), ip.hop_limit());
+                if !exts.is_fragmenting_payload() {
+                    self.extract_l4(proto.0, l4);
                 }
             }
-            Err(_) => self.malformed = Some(Malformation::Ipv6Extension),
+            Err(_) => {
+                self.set_nw(ip.next_header().0, ip.traffic_class(), ip.hop_limit());
+                self.malformed = Some(Malformation::Ipv6Extension);
+            }
         }
     }
 
@@ -280,41 +283,39 @@ impl FlowKey {
         };
         // Only Ethernet/IPv4 ARP has the fields flows match on.
         if arp.hw_addr_size() == 6 && arp.proto_addr_size() == 4 {
-            self.nw_proto = arp.operation().0 as u8;
-            self.arp_sha = arp.sender_hw_addr().try_into().unwrap_or_default();
-            self.arp_tha = arp.target_hw_addr().try_into().unwrap_or_default();
-            self.nw_src = u32::from_be_bytes(arp.sender_protocol_addr().try_into().unwrap_or_default());
-            self.nw_dst = u32::from_be_bytes(arp.target_protocol_addr().try_into().unwrap_or_default());
+            let mac = |b: &[u8]| mac_word(&b.try_into().unwrap_or_default());
+            let ip = |b: &[u8]| u64::from(u32::from_be_bytes(b.try_into().unwrap_or_default()));
+            self.set_nw(arp.operation().0 as u8, 0, 0);
+            self.words[9] = mac(arp.sender_hw_addr()) << 16;
+            self.words[10] = mac(arp.target_hw_addr()) << 16;
+            self.words[3] = ip(arp.sender_protocol_addr()) << 32 | ip(arp.target_protocol_addr());
         }
     }
 
-    fn extract_l4(&mut self, l4: &[u8]) {
+    fn set_ports(&mut self, src: u16, dst: u16) {
+        self.words[4] = u64::from(src) << 48 | u64::from(dst) << 32;
+    }
+
+    fn extract_l4(&mut self, proto: u8, l4: &[u8]) {
         const TCP: u8 = 6;
         const UDP: u8 = 17;
         const UDPLITE: u8 = 136;
         const ICMP: u8 = 1;
         const ICMPV6: u8 = 58;
-        match self.nw_proto {
+        match proto {
             TCP => match TcpHeaderSlice::from_slice(l4) {
                 Ok(tcp) => {
-                    self.tp_src = tcp.source_port();
-                    self.tp_dst = tcp.destination_port();
-                    self.tcp_flags = u16::from_be_bytes([l4[12], l4[13]]) & 0x0fff;
+                    self.set_ports(tcp.source_port(), tcp.destination_port());
+                    self.words[2] |= u64::from(u16::from_be_bytes([l4[12], l4[13]]) & 0x0fff);
                 }
                 Err(_) => self.malformed = Some(Malformation::Transport),
             },
             UDP | UDPLITE => match UdpHeaderSlice::from_slice(l4) {
-                Ok(udp) => {
-                    self.tp_src = udp.source_port();
-                    self.tp_dst = udp.destination_port();
-                }
+                Ok(udp) => self.set_ports(udp.source_port(), udp.destination_port()),
                 Err(_) => self.malformed = Some(Malformation::Transport),
             },
             ICMP | ICMPV6 => match l4 {
-                [icmp_type, code, _, _, ..] => {
-                    self.tp_src = (*icmp_type).into();
-                    self.tp_dst = (*code).into();
-                }
+                [icmp_type, code, _, _, ..] => self.set_ports((*icmp_type).into(), (*code).into()),
                 _ => self.malformed = Some(Malformation::Transport),
             },
             _ => {}
@@ -380,11 +381,19 @@ mod tests {
         ];
         rest.extend_from_slice(&ip);
         let (key, l2) = FlowKey::extract(&eth(B, A, &rest), 3).unwrap();
-        assert_eq!(key.vlans[0], Some(VlanTag { tpid: 0x88a8, tci: 0x2064 }));
-        assert_eq!(key.vlans[1].unwrap().vid(), 10);
+        assert_eq!(l2.vlans[0], Some(VlanTag { tpid: 0x88a8, tci: 0x2064 }));
+        assert_eq!(l2.vlans[1].unwrap().vid(), 10);
         assert_eq!(l2.outer_vlan().unwrap().pcp(), 1);
-        assert_eq!((key.dl_type, key.nw_proto, key.nw_tos, key.nw_ttl), (0x0800, 17, 0x10, 64));
-        assert_eq!((key.nw_src, key.tp_src, key.tp_dst), (0xc612_0001, 12345, 53));
+        let get = |fields: &[Field]| fields.iter().map(|f| key.get(*f)).collect::<Vec<_>>();
+        assert_eq!(
+            get(&[Field::InPort, Field::VlanTci, Field::DlDst, Field::DlSrc]),
+            [3, 0x3064, 0x0200_0000_000b, 0x0200_0000_000a]
+        );
+        assert_eq!(get(&[Field::DlType, Field::NwProto, Field::NwTos, Field::NwTtl]), [0x0800, 17, 0x10, 64]);
+        assert_eq!(
+            get(&[Field::NwSrc, Field::NwDst, Field::TpSrc, Field::TpDst]),
+            [0xc612_0001, 0xc612_0002, 12345, 53]
+        );
         assert_eq!(key.malformed, None);
     }
 
@@ -396,14 +405,39 @@ mod tests {
         rest.extend_from_slice(&[0; 6]);
         rest.extend_from_slice(&[198, 18, 0, 2]);
         let (key, _) = FlowKey::extract(&eth([0xff; 6], A, &rest), 1).unwrap();
-        assert_eq!((key.nw_proto, key.nw_src, key.nw_dst, key.arp_sha), (1, 0xc612_0001, 0xc612_0002, A));
+        let fields = [Field::NwProto, Field::NwSrc, Field::NwDst, Field::ArpSha, Field::ArpTha];
+        assert_eq!(fields.map(|f| key.get(f)), [1, 0xc612_0001, 0xc612_0002, 0x0200_0000_000a, 0]);
     }
 
     #[test]
     fn malformed_ip_is_kept_as_l2() {
         let (key, _) = FlowKey::extract(&eth(B, A, &[0x08, 0x00, 0x45, 0x00]), 1).unwrap();
-        assert_eq!(key.dl_type, 0x0800);
+        assert_eq!(key.get(Field::DlType), 0x0800);
         assert_eq!(key.malformed, Some(Malformation::Ipv4));
+    }
+
+    #[test]
+    fn tcp_flags_ipv6_and_an_untagged_frame() {
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2(A, B)
+            .ipv6([0x20; 16], [0x30; 16], 9)
+            .tcp(1000, 80, 1, 100)
+            .syn()
+            .write(&mut frame, b"")
+            .unwrap();
+        let (key, _) = FlowKey::extract(&frame, 2).unwrap();
+        let fields =
+            [Field::VlanTci, Field::DlType, Field::NwProto, Field::NwTtl, Field::TcpFlags, Field::TpDst];
+        assert_eq!(fields.map(|f| key.get(f)), [0, 0x86dd, 6, 9, 0x002, 80]);
+        assert_eq!(
+            (key.get(Field::Ipv6SrcHi), key.get(Field::Ipv6DstLo)),
+            (0x2020_2020_2020_2020, 0x3030_3030_3030_3030)
+        );
+        assert_eq!(key.get(Field::NwSrc), 0, "IPv4 fields stay zero");
+        // Refilling the key leaves nothing of the previous frame.
+        let mut reused = key;
+        reused.extract_into(&eth(B, A, &[0x88, 0xcc]), 1).unwrap();
+        assert_eq!(reused, FlowKey::extract(&eth(B, A, &[0x88, 0xcc]), 1).unwrap().0);
     }
 
     #[test]
