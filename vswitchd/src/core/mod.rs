@@ -7,6 +7,7 @@
 
 pub mod bridge;
 pub mod classifier;
+pub mod conntrack;
 pub mod mac_learning;
 pub mod megaflow;
 pub mod ofctl;
