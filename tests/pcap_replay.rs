@@ -149,7 +149,7 @@ fn shared_or_own_capture(sw: &Switch) -> std::path::PathBuf {
     path
 }
 
-/// Conntrack (not yet behind a `ct` action) takes every frame of every
+/// The connection tracker (what the `ct` action runs) takes every frame of every
 /// shared capture, committing with masquerade and then looking up: no
 /// panic, a bounded table, and translated frames whose IPv4 header
 /// checksum was right stay right.

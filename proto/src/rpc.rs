@@ -374,6 +374,13 @@ pub enum Command {
     FdbFlush {
         bridge: Option<String>,
     },
+    /// The connection tracker's entries.
+    DumpConntrack {
+        bridge: String,
+    },
+    FlushConntrack {
+        bridge: String,
+    },
     DumpPorts {
         bridge: String,
         port: Option<String>,
@@ -397,6 +404,7 @@ impl Command {
                 | Command::DumpFlows { .. }
                 | Command::DpctlDumpFlows { .. }
                 | Command::Trace { .. }
+                | Command::DumpConntrack { .. }
         )
     }
 }
@@ -413,6 +421,7 @@ pub enum CommandResult {
     Ports(Vec<PortStats>),
     Flows(Vec<FlowView>),
     Megaflows(Vec<MegaflowView>),
+    Conntrack(Vec<ConnView>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -428,6 +437,31 @@ pub struct FlowView {
     pub priority: u16,
     /// The match and actions: `ip,nw_src=198.18.1.0/24 actions=drop`.
     pub flow: String,
+}
+
+/// One direction of a tracked connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TupleView {
+    pub src: String,
+    pub dst: String,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// One tracked connection, as `dump-conntrack` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnView {
+    /// `tcp`, `udp` or `icmp`.
+    pub proto: String,
+    pub original: TupleView,
+    /// What replies carry; differs from the original reversed under NAT.
+    pub reply: TupleView,
+    pub zone: u16,
+    pub mark: u32,
+    /// `SYN_SENT`, `ESTABLISHED`, `UNREPLIED`, `REPLIED`...
+    pub state: String,
+    /// Seconds until the entry expires without more packets.
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -72,6 +72,8 @@ State:
   show                                bridges, ports, interfaces and errors
   fdb-show BRIDGE                     the MAC learning table
   fdb-flush [BRIDGE]                  forget learned MACs
+  dump-conntrack BRIDGE               tracked connections: tuples both ways, state, timeout
+  flush-conntrack BRIDGE              forget every tracked connection
   dump-ports BRIDGE [PORT]            per-port counters and drop reasons
 Datapath:
   replay BRIDGE PORT FILE.pcap        switch a capture's frames as if received on PORT
@@ -429,6 +431,16 @@ fn parse_command(words: &[String]) -> Result<Command, String> {
             allow(false, false)?;
             exactly(args, 1, "fdb-show BRIDGE")?;
             Command::FdbShow { bridge: args[0].clone() }
+        }
+        "dump-conntrack" => {
+            allow(false, false)?;
+            exactly(args, 1, "dump-conntrack BRIDGE")?;
+            Command::DumpConntrack { bridge: args[0].clone() }
+        }
+        "flush-conntrack" => {
+            allow(false, false)?;
+            exactly(args, 1, "flush-conntrack BRIDGE")?;
+            Command::FlushConntrack { bridge: args[0].clone() }
         }
         "fdb-flush" => {
             allow(false, false)?;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use proto::{BridgeView, CommandResult, FdbEntry, FlowView, MegaflowView, PortStats};
+use proto::{BridgeView, CommandResult, ConnView, FdbEntry, FlowView, MegaflowView, PortStats, TupleView};
 
 fn map(m: &std::collections::BTreeMap<String, String>) -> String {
     let pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
@@ -107,6 +107,26 @@ pub fn megaflows(flows: &[MegaflowView]) -> String {
     flows.iter().map(|m| format!("{}, packets:{}, actions:{}\n", m.matcher, m.packets, m.actions)).collect()
 }
 
+/// One line per connection, in the manner of `ovs-appctl dpctl/dump-conntrack`.
+pub fn conntrack(conns: &[ConnView]) -> String {
+    let tuple = |t: &TupleView| format!("src={},dst={},sport={},dport={}", t.src, t.dst, t.sport, t.dport);
+    conns
+        .iter()
+        .map(|c| {
+            format!(
+                "{},orig=({}),reply=({}),zone={},mark={},state={},timeout={}\n",
+                c.proto,
+                tuple(&c.original),
+                tuple(&c.reply),
+                c.zone,
+                c.mark,
+                c.state,
+                c.timeout_secs
+            )
+        })
+        .collect()
+}
+
 /// The text a command's result prints, if any.
 pub fn text(result: &CommandResult) -> String {
     match result {
@@ -119,6 +139,7 @@ pub fn text(result: &CommandResult) -> String {
         CommandResult::Ports(stats) => ports(stats),
         CommandResult::Flows(f) => flows(f),
         CommandResult::Megaflows(m) => megaflows(m),
+        CommandResult::Conntrack(c) => conntrack(c),
     }
 }
 
@@ -133,5 +154,6 @@ pub fn json(result: &CommandResult) -> serde_json::Value {
         CommandResult::Ports(v) => serde_json::json!(v),
         CommandResult::Flows(v) => serde_json::json!(v),
         CommandResult::Megaflows(v) => serde_json::json!(v),
+        CommandResult::Conntrack(v) => serde_json::json!(v),
     }
 }

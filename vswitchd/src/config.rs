@@ -24,6 +24,7 @@ use proto::{BridgeView, Command, CommandResult, ErrorCode, PortView, RpcError, T
 use serde::{Deserialize, Serialize};
 
 use crate::core::bridge::BridgeSettings;
+use crate::core::conntrack;
 use crate::core::mac_learning::{DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
 use crate::core::ofctl::{parse_flow, parse_match, FlowSpec};
 use crate::core::vlan::{PortVlan, VlanMode};
@@ -35,6 +36,7 @@ pub const CONTAINER_NETNS: &str = "container_netns";
 pub const CONTAINER_IFACE: &str = "container_iface";
 const MAX_OFPORT: u16 = 0xfeff;
 const MAX_MAC_TABLE_SIZE: usize = 1 << 20;
+const MAX_CT_ENTRIES: usize = 16 << 20;
 
 pub type Map = BTreeMap<String, String>;
 
@@ -109,6 +111,7 @@ impl BridgeConfig {
             forward_bpdu: get("forward-bpdu").is_some_and(|v| v == "true"),
             mac_table_size: get("mac-table-size").and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_CAPACITY),
             mac_aging_secs: get("mac-aging-time").and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_AGING_SECS),
+            ct_max: get("ct-max").and_then(|v| v.parse().ok()).unwrap_or(conntrack::DEFAULT_LIMIT),
         }
     }
 }
@@ -145,6 +148,8 @@ pub enum LiveQuery {
     Flows { bridge: String, op: FlowOp },
     DumpFlows { bridge: String, filter: Option<(FlowSpec, bool)> },
     Megaflows { bridge: String },
+    Conntrack { bridge: String },
+    FlushConntrack { bridge: String },
     Trace { bridge: String, key: crate::core::classifier::Words },
     Fdb { bridge: String },
     FdbFlush { bridge: Option<String> },
@@ -365,6 +370,14 @@ impl Config {
             Command::FdbShow { bridge } => {
                 self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
                 Outcome::live(LiveQuery::Fdb { bridge: bridge.clone() })
+            }
+            Command::DumpConntrack { bridge } => {
+                self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
+                Outcome::live(LiveQuery::Conntrack { bridge: bridge.clone() })
+            }
+            Command::FlushConntrack { bridge } => {
+                self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
+                Outcome::live(LiveQuery::FlushConntrack { bridge: bridge.clone() })
             }
             Command::FdbFlush { bridge } => {
                 if let Some(b) = bridge {
@@ -915,6 +928,10 @@ fn check_bridge_option(key: &str, value: &str) -> Result<(), RpcError> {
         "forward-bpdu" => match value {
             "true" | "false" => Ok(()),
             _ => Err(bad("use true or false")),
+        },
+        "ct-max" => match value.parse::<usize>() {
+            Ok(v) if (1..=MAX_CT_ENTRIES).contains(&v) => Ok(()),
+            _ => Err(bad(&format!("use a number of connections from 1 to {MAX_CT_ENTRIES}"))),
         },
         _ => Ok(()),
     }

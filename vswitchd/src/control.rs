@@ -327,6 +327,13 @@ impl Control {
             LiveQuery::Megaflows { bridge } => {
                 CommandResult::Megaflows(dp.call(|done| DpRequest::Megaflows { bridge, done }).await?)
             }
+            LiveQuery::Conntrack { bridge } => {
+                CommandResult::Conntrack(dp.call(|done| DpRequest::Conntrack { bridge, done }).await?)
+            }
+            LiveQuery::FlushConntrack { bridge } => {
+                dp.call(|done| DpRequest::FlushConntrack { bridge, done }).await?;
+                CommandResult::Done
+            }
             LiveQuery::Stats { bridge, port } => {
                 CommandResult::Ports(dp.call(|done| DpRequest::Stats { bridge, port, done }).await?)
             }

@@ -27,12 +27,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use proto::{ErrorCode, FdbEntry, FlowView, MegaflowView, PortStats, ReplayReply, RpcError};
+use proto::{
+    ConnView, ErrorCode, FdbEntry, FlowView, MegaflowView, PortStats, ReplayReply, RpcError, TupleView,
+};
 use tokio::sync::oneshot;
 
 use crate::config::{Config, FlowOp, InterfaceConfig};
 use crate::core::bridge::{Bridge, Transmit};
 use crate::core::classifier::{format_masked, Words};
+use crate::core::conntrack::{Tuple, PROTO_TCP, PROTO_UDP};
 use crate::core::ofctl::FlowSpec;
 use crate::core::offload::Offload;
 use crate::core::packet::{format_mac, Malformation};
@@ -105,6 +108,14 @@ pub enum Request {
     Megaflows {
         bridge: String,
         done: oneshot::Sender<Vec<MegaflowView>>,
+    },
+    Conntrack {
+        bridge: String,
+        done: oneshot::Sender<Vec<ConnView>>,
+    },
+    FlushConntrack {
+        bridge: String,
+        done: oneshot::Sender<()>,
     },
     Trace {
         bridge: String,
@@ -437,6 +448,40 @@ impl Datapath {
             .collect()
     }
 
+    pub fn conntrack(&self, bridge: &str) -> Vec<ConnView> {
+        let Some(runtime) = self.bridges.get(bridge) else { return vec![] };
+        let now = self.now();
+        let view = |t: &Tuple| TupleView {
+            src: std::net::Ipv4Addr::from(t.src).to_string(),
+            dst: std::net::Ipv4Addr::from(t.dst).to_string(),
+            sport: t.sport,
+            dport: t.dport,
+        };
+        let mut conns: Vec<ConnView> = runtime
+            .core
+            .conntrack()
+            .connections(now)
+            .map(|c| ConnView {
+                proto: match c.original.proto {
+                    PROTO_TCP => "tcp",
+                    PROTO_UDP => "udp",
+                    _ => "icmp",
+                }
+                .into(),
+                original: view(&c.original),
+                reply: view(&c.reply),
+                zone: c.zone,
+                mark: c.mark,
+                state: c.state_name().into(),
+                timeout_secs: c.expires().millis().saturating_sub(now.millis()).div_ceil(1000),
+            })
+            .collect();
+        conns.sort_by(|a, b| {
+            (a.zone, &a.original.src, a.original.sport).cmp(&(b.zone, &b.original.src, b.original.sport))
+        });
+        conns
+    }
+
     pub fn megaflows(&self, bridge: &str) -> Vec<MegaflowView> {
         let Some(runtime) = self.bridges.get(bridge) else { return vec![] };
         runtime
@@ -491,6 +536,15 @@ impl Datapath {
             }
             Request::Megaflows { bridge, done } => {
                 let _ = done.send(self.megaflows(&bridge));
+            }
+            Request::Conntrack { bridge, done } => {
+                let _ = done.send(self.conntrack(&bridge));
+            }
+            Request::FlushConntrack { bridge, done } => {
+                if let Some(runtime) = self.bridges.get_mut(&bridge) {
+                    runtime.core.flush_conntrack();
+                }
+                let _ = done.send(());
             }
             Request::Trace { bridge, key, done } => {
                 let now = self.now();

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 
 use super::classifier::{format_masked, Action, Field, MegaflowCache, RuleId, Tables, Words};
+use super::conntrack::{Conntrack, CtDrop};
 use super::mac_learning::{MacTable, DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
 use super::ofctl::FlowSpec;
 use super::offload::Offload;
@@ -89,6 +90,8 @@ pub struct BridgeSettings {
     pub forward_bpdu: bool,
     pub mac_table_size: usize,
     pub mac_aging_secs: u64,
+    /// The connection table's limit (`other_config:ct-max`).
+    pub ct_max: usize,
 }
 
 impl Default for BridgeSettings {
@@ -97,6 +100,7 @@ impl Default for BridgeSettings {
             forward_bpdu: false,
             mac_table_size: DEFAULT_CAPACITY,
             mac_aging_secs: DEFAULT_AGING_SECS,
+            ct_max: crate::core::conntrack::DEFAULT_LIMIT,
         }
     }
 }
@@ -120,6 +124,19 @@ pub struct FlowEntry {
 
 /// Looked up per frame for its counters: a fast hasher.
 type FlowEntries = HashMap<RuleId, FlowEntry, foldhash::fast::RandomState>;
+
+/// What actions run on behalf of: when and where the frame arrived, and
+/// how many times it has gone back through the tables.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    now: Timestamp,
+    in_port: u16,
+    recirculations: usize,
+}
+
+/// How many times a packet may go back through the tables after
+/// `ct(table=...)` (OVS allows a few; more is a loop in the flows).
+const MAX_RECIRCULATIONS: usize = 4;
 
 /// How often, in datapath time, flows are checked for timeouts.
 const FLOW_EXPIRY_EVERY_MS: u64 = 1000;
@@ -148,6 +165,7 @@ pub struct Bridge {
     next_flow_expiry: u64,
     /// Reused per frame: a rewritten copy of the frame.
     rewritten: Vec<u8>,
+    conntrack: Conntrack,
 }
 
 impl Default for Bridge {
@@ -184,6 +202,7 @@ impl Bridge {
             default_pending: (0, 0, Timestamp::default()),
             next_flow_expiry: 0,
             rewritten: Vec::new(),
+            conntrack: Conntrack::new(settings.ct_max),
         };
         let normal = FlowSpec {
             table: 0,
@@ -415,6 +434,15 @@ impl Bridge {
     pub fn configure(&mut self, settings: BridgeSettings) {
         self.settings = settings;
         self.mac.set_limits(settings.mac_table_size, settings.mac_aging_secs);
+        self.conntrack.set_limit(settings.ct_max);
+    }
+
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.conntrack
+    }
+
+    pub fn flush_conntrack(&mut self) {
+        self.conntrack.flush();
     }
 
     /// Adds a port or updates its VLAN policy. A policy change forgets the
@@ -481,6 +509,8 @@ impl Bridge {
         self.mac.expire(now);
         if now.millis() >= self.next_flow_expiry {
             self.expire_flows(now);
+            // A full sweep of the connection table every few seconds.
+            self.conntrack.expire(now, self.conntrack.len() / 4 + 64);
             self.next_flow_expiry = now.millis() + FLOW_EXPIRY_EVERY_MS;
         }
         for packet in packets {
@@ -539,18 +569,18 @@ impl Bridge {
         }
         let decided = self.cache.decide(&self.tables, &self.key.words);
         decided.hit(bytes, now);
-        self.execute(now, in_port, packet, &l2, &decided.actions, tx)
+        self.execute(Origin { now, in_port, recirculations: 0 }, packet, &l2, &decided.actions, tx)
     }
 
     fn execute(
         &mut self,
-        now: Timestamp,
-        in_port: u16,
+        origin: Origin,
         packet: Packet,
         l2: &L2Header,
         actions: &[Action],
         tx: &mut impl Transmit,
     ) -> Result<u16, DropReason> {
+        let Origin { now, in_port, recirculations } = origin;
         if actions.is_empty() {
             return Err(DropReason::FlowDrop);
         }
@@ -606,6 +636,39 @@ impl Bridge {
                     let frame = own_copy(&mut copy, &mut self.rewritten, packet.data);
                     if rewrite::push_vlan(frame, &mut offload, *tpid).is_ok() {
                         reparsed = L2Header::parse(frame).ok();
+                    }
+                }
+                Action::Ct { request, table } => {
+                    let frame = own_copy(&mut copy, &mut self.rewritten, packet.data);
+                    let result = self.conntrack.execute(now, frame, &mut offload, request);
+                    if let Some(refused) = result.drop {
+                        let reason = match refused {
+                            CtDrop::TableFull => DropReason::CtTableFull,
+                            CtDrop::NatExhausted => DropReason::NatExhausted,
+                        };
+                        self.rewritten = copy.unwrap_or_default();
+                        return if outputs > 0 { Ok(outputs) } else { Err(reason) };
+                    }
+                    reparsed = L2Header::parse(frame).ok();
+                    let Some(table) = table else { continue };
+                    if recirculations >= MAX_RECIRCULATIONS {
+                        normal_drop = Some(DropReason::RecirculationLimit);
+                        continue;
+                    }
+                    // The packet as conntrack left it goes on from `table`.
+                    let mut key = FlowKey::default();
+                    let Ok(header) = key.extract_into(frame, in_port) else { continue };
+                    Field::CtState.set(&mut key.words, result.state.into());
+                    Field::CtZone.set(&mut key.words, result.zone.into());
+                    Field::CtMark.set(&mut key.words, result.mark.into());
+                    Field::Recirc.set(&mut key.words, u64::from(*table) + 1);
+                    let decided = self.cache.decide(&self.tables, &key.words);
+                    decided.hit(frame.len() as u64, now);
+                    let recirculated = Packet { data: frame, offload };
+                    let origin = Origin { recirculations: recirculations + 1, ..origin };
+                    match self.execute(origin, recirculated, &header, &decided.actions, tx) {
+                        Ok(n) => outputs += n,
+                        Err(reason) => normal_drop = Some(reason),
                     }
                 }
                 // Spent during translation: never in a decision.
@@ -1011,6 +1074,68 @@ mod tests {
             flow(&mut br, "in_port=2,actions=move:NXM_OF_IN_PORT[]->NXM_NX_REG1[0..15],resubmit(,1)");
             flow(&mut br, "table=1,reg1=2,actions=output:3");
             assert_eq!(ports_of(&send(&mut br, 0, 2, &frame(B, A))), vec![3]);
+        }
+
+        /// (src, dst, sport, dport) of a UDP frame, and whether both its
+        /// checksums are right.
+        fn udp_seen(frame: &[u8]) -> ([u8; 4], [u8; 4], u16, u16, bool) {
+            let p = etherparse::SlicedPacket::from_ethernet(frame).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else { panic!("not IPv4") };
+            let Some(etherparse::TransportSlice::Udp(u)) = &p.transport else { panic!("not UDP") };
+            let h = ip.header().to_header();
+            let ok = h.calc_header_checksum() == h.header_checksum
+                && u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap() == u.checksum();
+            (h.source, h.destination, u.source_port(), u.destination_port(), ok)
+        }
+
+        #[test]
+        fn masquerade_and_a_stateful_firewall_through_ct() {
+            let mut br = three_ports();
+            // p1 is the inside, p2 the uplink whose address is 198.19.0.1.
+            flow(&mut br, "table=0,priority=10,in_port=1,ip,actions=ct(commit,nat(src=198.19.0.1),table=1)");
+            flow(&mut br, "table=0,priority=10,in_port=2,ip,actions=ct(nat,table=1)");
+            flow(&mut br, "table=1,priority=10,in_port=1,ct_state=+trk,actions=output:2");
+            flow(&mut br, "table=1,priority=10,in_port=2,ct_state=+trk+est,actions=output:1");
+            flow(&mut br, "table=1,priority=5,in_port=2,ct_state=+trk+new,actions=drop");
+            let out = send(&mut br, 0, 1, &udp(B, A, [198, 18, 0, 2], [198, 19, 0, 9], 53));
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].0, 2);
+            assert_eq!(udp_seen(&out[0].1), ([198, 19, 0, 1], [198, 19, 0, 9], 40000, 53, true));
+            // The reply comes back to the uplink's address and is untranslated.
+            let reply = {
+                let mut fixed = Vec::new();
+                etherparse::PacketBuilder::ethernet2(B, A)
+                    .ipv4([198, 19, 0, 9], [198, 19, 0, 1], 64)
+                    .udp(53, 40000)
+                    .write(&mut fixed, b"flow test payload")
+                    .unwrap();
+                fixed
+            };
+            let out = send(&mut br, 1, 2, &reply);
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].0, 1);
+            assert_eq!(udp_seen(&out[0].1), ([198, 19, 0, 9], [198, 18, 0, 2], 53, 40000, true));
+            // Something the inside never asked for is new, and dropped.
+            assert!(send(&mut br, 2, 2, &udp(A, B, [198, 19, 0, 66], [198, 19, 0, 1], 22)).is_empty());
+            assert_eq!(br.port(2).unwrap().counters.drop_count(DropReason::FlowDrop), 1);
+            assert_eq!(br.conntrack().len(), 1);
+            let conn = br.conntrack().connections(Timestamp::from_millis(2)).next().unwrap();
+            assert_eq!(conn.state_name(), "REPLIED");
+            // The recirculated lookups were cached as megaflows of their own.
+            assert!(br
+                .megaflows()
+                .entries()
+                .any(|(mask, key, ..)| Field::Recirc.get(mask) != 0 && Field::Recirc.get(&key) == 2));
+        }
+
+        #[test]
+        fn a_full_connection_table_drops_commits_with_a_reason() {
+            let mut br = three_ports();
+            br.configure(BridgeSettings { ct_max: 1, ..BridgeSettings::default() });
+            flow(&mut br, "in_port=1,ip,actions=ct(commit),output:2");
+            assert_eq!(send(&mut br, 0, 1, &udp(B, A, [198, 18, 0, 2], [198, 19, 0, 9], 53)).len(), 1);
+            assert!(send(&mut br, 0, 1, &udp(B, A, [198, 18, 0, 2], [198, 19, 0, 9], 54)).is_empty());
+            assert_eq!(br.port(1).unwrap().counters.drop_count(DropReason::CtTableFull), 1);
         }
 
         #[test]

@@ -23,17 +23,19 @@
 
 use std::collections::HashMap as StdHashMap;
 
+use super::conntrack::CtRequest;
 pub use super::megaflow::{Cached, MegaflowCache, MAX_MEGAFLOWS};
 
 /// Keys come from the wire: hashed with a per-process seed, and fast.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 
-/// Words 0..[`PACKET_WORDS`] hold what the packet says (and its tunnel);
-/// the rest is pipeline state that starts at zero for every packet
-/// (`metadata`, `reg0`-`reg7`), so the exact-match cache keys on the
-/// first part only.
-pub const WORDS: usize = 17;
-pub const PACKET_WORDS: usize = 12;
+/// Words 0..[`PACKET_WORDS`] hold what a lookup starts from: what the
+/// packet says, its tunnel, and after `ct(table=...)` the connection
+/// tracker's answer and the table to go on in (`recirc`). The rest is
+/// pipeline state that starts at zero for every lookup (`metadata`,
+/// `reg0`-`reg7`), so the exact-match cache keys on the first part only.
+pub const WORDS: usize = 18;
+pub const PACKET_WORDS: usize = 13;
 pub type Words = [u64; WORDS];
 
 /// A field's place in the packed key: word, shift and width in bits.
@@ -59,6 +61,11 @@ pub enum Field {
     ArpSha,
     ArpTha,
     TunId,
+    CtMark,
+    CtZone,
+    CtState,
+    /// 0 for a packet as received; table + 1 after `ct(table=...)`.
+    Recirc,
     Metadata,
     Reg(u8),
 }
@@ -87,13 +94,17 @@ impl Field {
             Field::ArpSha => (9, 16, 48),
             Field::ArpTha => (10, 16, 48),
             Field::TunId => (11, 0, 64),
-            Field::Metadata => (12, 0, 64),
+            Field::CtMark => (12, 32, 32),
+            Field::CtZone => (12, 16, 16),
+            Field::CtState => (12, 8, 8),
+            Field::Recirc => (12, 0, 8),
+            Field::Metadata => (13, 0, 64),
             // Two registers per word, reg0 in the high half.
-            Field::Reg(n) => (13 + (n as usize & 7) / 2, if n % 2 == 0 { 32 } else { 0 }, 32),
+            Field::Reg(n) => (14 + (n as usize & 7) / 2, if n % 2 == 0 { 32 } else { 0 }, 32),
         }
     }
 
-    pub const ALL: [Field; 29] = [
+    pub const ALL: [Field; 33] = [
         Field::InPort,
         Field::DlType,
         Field::VlanTci,
@@ -114,6 +125,10 @@ impl Field {
         Field::ArpSha,
         Field::ArpTha,
         Field::TunId,
+        Field::CtMark,
+        Field::CtZone,
+        Field::CtState,
+        Field::Recirc,
         Field::Metadata,
         Field::Reg(0),
         Field::Reg(1),
@@ -147,6 +162,10 @@ impl Field {
             Field::ArpSha => "arp_sha",
             Field::ArpTha => "arp_tha",
             Field::TunId => "tun_id",
+            Field::CtMark => "ct_mark",
+            Field::CtZone => "ct_zone",
+            Field::CtState => "ct_state",
+            Field::Recirc => "recirc",
             Field::Metadata => "metadata",
             Field::Reg(n) => ["reg0", "reg1", "reg2", "reg3", "reg4", "reg5", "reg6", "reg7"][n as usize & 7],
         }
@@ -155,7 +174,16 @@ impl Field {
     /// Whether the field is in the frame's bytes (a rewrite edits the
     /// frame) rather than pipeline state or tunnel metadata.
     pub fn in_frame(self) -> bool {
-        !matches!(self, Field::TunId | Field::Metadata | Field::Reg(_))
+        !matches!(
+            self,
+            Field::TunId
+                | Field::Metadata
+                | Field::Reg(_)
+                | Field::CtMark
+                | Field::CtZone
+                | Field::CtState
+                | Field::Recirc
+        )
     }
 
     pub fn bits(self) -> u32 {
@@ -243,6 +271,13 @@ pub enum Action {
         dst_shift: u32,
         bits: u32,
     },
+    /// Sends the packet through the connection tracker; with `table`, the
+    /// packet then goes on from that table with `ct_state`, `ct_zone` and
+    /// `ct_mark` set (recirculation), while this action list goes on too.
+    Ct {
+        request: CtRequest,
+        table: Option<u8>,
+    },
     /// Pushes an outer VLAN tag with this TPID, copying the VID and
     /// priority of the tag already there (zero if none), as OpenFlow says.
     PushVlan(u16),
@@ -282,6 +317,28 @@ impl std::fmt::Display for Action {
                 write!(f, "move:{}->{}", subfield(*src, *src_shift, *bits), subfield(*dst, *dst_shift, *bits))
             }
             Action::PushVlan(tpid) => write!(f, "push_vlan:{tpid:#06x}"),
+            Action::Ct { request, table } => {
+                let mut args = Vec::new();
+                if request.commit {
+                    args.push("commit".to_owned());
+                }
+                if request.zone != 0 {
+                    args.push(format!("zone={}", request.zone));
+                }
+                if let Some(t) = table {
+                    args.push(format!("table={t}"));
+                }
+                if let Some((value, mask)) = request.set_mark {
+                    args.push(format!("exec(set_field:{value:#x}/{mask:#x}->ct_mark)"));
+                }
+                if request.nat {
+                    args.push(match request.nat_range {
+                        None => "nat".to_owned(),
+                        Some(nat) => format!("nat({})", super::conntrack::format_nat(&nat)),
+                    });
+                }
+                write!(f, "ct({})", args.join(","))
+            }
             Action::DecTtl => f.write_str("dec_ttl"),
             Action::Resubmit(t) => write!(f, "resubmit(,{t})"),
             Action::GotoTable(t) => write!(f, "goto_table:{t}"),
@@ -604,19 +661,28 @@ impl Tables {
     /// later tables see; outputs are emitted in order. A miss in a table
     /// ends that table's processing (OpenFlow's table-miss drop).
     pub fn translate(&self, key: &Words) -> Decision {
-        let mut d = Decision { actions: Vec::new(), rules: Vec::new(), wildcards: [0; WORDS] };
-        let mut working = *key;
-        self.run_table(0, &mut working, &mut d, 0, &mut None);
-        d
+        self.trace_from(key, None).0
+    }
+
+    /// Where a lookup starts: table 0, or after `ct(table=T)`, table T.
+    /// Either way the megaflow holds `recirc` exactly, so the first pass
+    /// and a recirculated one never share a cache entry.
+    fn start(key: &Words, d: &mut Decision) -> u8 {
+        Field::Recirc.widen(&mut d.wildcards, u64::MAX);
+        Field::Recirc.get(key).saturating_sub(1) as u8
     }
 
     /// Like [`Tables::translate`], also saying which table was visited at
     /// which depth and what matched there (for `vsctl trace`).
     pub fn trace(&self, key: &Words) -> (Decision, Vec<TraceStep>) {
+        self.trace_from(key, Some(Vec::new()))
+    }
+
+    fn trace_from(&self, key: &Words, mut steps: Option<Vec<TraceStep>>) -> (Decision, Vec<TraceStep>) {
         let mut d = Decision { actions: Vec::new(), rules: Vec::new(), wildcards: [0; WORDS] };
         let mut working = *key;
-        let mut steps = Some(Vec::new());
-        self.run_table(0, &mut working, &mut d, 0, &mut steps);
+        let table = Self::start(key, &mut d);
+        self.run_table(table, &mut working, &mut d, 0, &mut steps);
         (d, steps.unwrap_or_default())
     }
 

@@ -51,10 +51,16 @@ pub enum DropReason {
     FlowDrop,
     /// `dec_ttl` found the TTL (or hop limit) at 1 or 0.
     TtlExpired,
+    /// `ct(commit)` found the connection table at its limit (`ct-max`).
+    CtTableFull,
+    /// `ct(commit,nat(...))` found no free translation in its range.
+    NatExhausted,
+    /// Recirculation after `ct(table=...)` went deeper than allowed.
+    RecirculationLimit,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Runt,
         DropReason::TruncatedVlan,
         DropReason::ReservedMulticast,
@@ -63,6 +69,9 @@ impl DropReason {
         DropReason::NoDestination,
         DropReason::FlowDrop,
         DropReason::TtlExpired,
+        DropReason::CtTableFull,
+        DropReason::NatExhausted,
+        DropReason::RecirculationLimit,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -76,6 +85,9 @@ impl DropReason {
             DropReason::NoDestination => "no_destination",
             DropReason::FlowDrop => "flow_drop",
             DropReason::TtlExpired => "ttl_expired",
+            DropReason::CtTableFull => "ct_table_full",
+            DropReason::NatExhausted => "nat_exhausted",
+            DropReason::RecirculationLimit => "recirculation_limit",
         }
     }
 

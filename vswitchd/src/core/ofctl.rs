@@ -279,6 +279,38 @@ fn tcp_flags(value: &str) -> Option<(u64, u64)> {
     Some((v, m))
 }
 
+/// `+trk+est-new`-style connection states, or a number with a mask.
+fn ct_state(value: &str) -> Option<(u64, u64)> {
+    use super::conntrack::state;
+    if !value.starts_with(['+', '-']) {
+        return num_mask(value, 0xff);
+    }
+    let names = [
+        ("new", state::NEW),
+        ("est", state::EST),
+        ("rel", state::REL),
+        ("rpl", state::RPL),
+        ("inv", state::INV),
+        ("trk", state::TRK),
+        ("snat", state::SNAT),
+        ("dnat", state::DNAT),
+    ];
+    let (mut v, mut m) = (0u64, 0u64);
+    let mut rest = value;
+    while !rest.is_empty() {
+        let set = rest.starts_with('+');
+        rest = &rest[1..];
+        let end = rest.find(['+', '-']).unwrap_or(rest.len());
+        let bit = u64::from(names.iter().find(|(n, _)| *n == &rest[..end])?.1);
+        m |= bit;
+        if set {
+            v |= bit;
+        }
+        rest = &rest[end..];
+    }
+    Some((v, m))
+}
+
 fn match_field(
     m: Match,
     key: &str,
@@ -402,6 +434,21 @@ fn match_field(
             let (v, mk) = num_mask(value, u64::MAX).ok_or_else(|| bad("a 64-bit value[/mask]"))?;
             m.with(Field::TunId, v, mk)
         }
+        "ct_state" => {
+            let (v, mk) = ct_state(value).ok_or_else(|| {
+                bad("flags such as +trk+est-new (new, est, rel, rpl, inv, trk, snat, dnat), or a value/mask")
+            })?;
+            m.with(Field::CtState, v, mk)
+        }
+        "ct_zone" => m.with(
+            Field::CtZone,
+            parse_num(value).filter(|z| *z <= 0xffff).ok_or_else(|| bad("a zone 0 to 65535"))?,
+            u64::MAX,
+        ),
+        "ct_mark" => {
+            let (v, mk) = num_mask(value, u64::from(u32::MAX)).ok_or_else(|| bad("a 32-bit value[/mask]"))?;
+            m.with(Field::CtMark, v, mk)
+        }
         _ if register(key).is_some() => {
             let (v, mk) = num_mask(value, u64::from(u32::MAX)).ok_or_else(|| bad("a 32-bit value[/mask]"))?;
             m.with(register(key).expect("checked"), v, mk)
@@ -512,6 +559,47 @@ fn bit_mask(bits: u32) -> u64 {
     }
 }
 
+/// `ct(commit,zone=N,table=T,nat[(src|dst=RANGE)],exec(set_field:V[/M]->ct_mark))`.
+fn ct(args: &str) -> Result<Action, String> {
+    let mut request = super::conntrack::CtRequest::default();
+    let mut table = None;
+    for arg in split_actions(args) {
+        match arg.split_once(['=', '(']) {
+            None if arg == "commit" => request.commit = true,
+            None if arg == "nat" => request.nat = true,
+            Some(("zone", z)) => {
+                request.zone = parse_num(z).filter(|z| *z <= 0xffff).ok_or("zone is 0 to 65535")? as u16
+            }
+            Some(("table", t)) => {
+                table = Some(parse_num(t).filter(|t| *t <= 254).ok_or("table is 0 to 254")? as u8)
+            }
+            Some(("nat", range)) => {
+                request.nat = true;
+                let range = range.strip_suffix(')').ok_or("nat( has no closing parenthesis")?;
+                request.nat_range = Some(super::conntrack::parse_nat(range)?);
+            }
+            Some(("exec", inner)) => {
+                let inner = inner.strip_suffix(')').ok_or("exec( has no closing parenthesis")?;
+                let (value, _) = inner
+                    .strip_prefix("set_field:")
+                    .and_then(|a| a.split_once("->"))
+                    .filter(|(_, f)| f.trim() == "ct_mark")
+                    .ok_or("exec() takes set_field:VALUE[/MASK]->ct_mark")?;
+                let (v, m) = num_mask(value.trim(), u64::from(u32::MAX)).ok_or("ct_mark takes 32 bits")?;
+                request.set_mark = Some((v as u32, m as u32));
+            }
+            _ => return Err(format!("unknown ct argument '{arg}'")),
+        }
+    }
+    if request.nat_range.is_some() && !request.commit {
+        return Err("nat(src=...) or nat(dst=...) needs commit".into());
+    }
+    if request.set_mark.is_some() && !request.commit {
+        return Err("exec(set_field:...->ct_mark) needs commit".into());
+    }
+    Ok(Action::Ct { request, table })
+}
+
 /// `load:VALUE->DST[a..b]`.
 fn load(arg: &str) -> Result<Action, String> {
     let (value, dst) = arg.split_once("->").ok_or("write load:VALUE->FIELD[a..b]")?;
@@ -566,8 +654,13 @@ pub fn parse_actions(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<
     let items = split_actions(text);
     for item in &items {
         let lower = item.to_ascii_lowercase();
-        let (name, arg) = match item.split_once([':', '(']) {
-            Some((n, a)) => (n.to_ascii_lowercase(), Some(a.trim_end_matches(')'))),
+        let (name, arg) = match item.find([':', '(']) {
+            // NAME(ARGS): exactly one closing parenthesis ends it.
+            Some(i) if item[i..].starts_with('(') => {
+                let args = &item[i + 1..];
+                (item[..i].to_ascii_lowercase(), Some(args.strip_suffix(')').unwrap_or(args)))
+            }
+            Some(i) => (item[..i].to_ascii_lowercase(), Some(&item[i + 1..])),
             None => (lower.clone(), None),
         };
         let bad = |what: &str| format!("invalid action '{item}': {what}");
@@ -617,6 +710,8 @@ pub fn parse_actions(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<
                     .filter(|t| [0x8100, 0x88a8].contains(t))
                     .ok_or_else(|| bad("push_vlan takes 0x8100 or 0x88a8"))? as u16,
             ),
+            ("ct", Some(arg)) => ct(arg).map_err(|e| bad(&e))?,
+            ("ct", None) => Action::Ct { request: Default::default(), table: None },
             ("load", Some(arg)) => load(arg).map_err(|e| bad(&e))?,
             ("move", Some(arg)) => move_bits(arg).map_err(|e| bad(&e))?,
             ("set_tunnel" | "set_tunnel64", Some(v)) => {
@@ -754,6 +849,47 @@ mod tests {
                 Action::SetField(Field::TunId, 0x1_0000_0000),
             ]
         );
+    }
+
+    #[test]
+    fn ct_actions_and_ct_matches() {
+        use crate::core::conntrack::{state, CtRequest, Nat, NatRange};
+        let f = parse("table=1,ct_state=+trk+est-new,ct_zone=5,ct_mark=0x1/0xff,actions=ct(commit,zone=5,table=2,nat(src=198.19.0.1-198.19.0.2:1024-2047),exec(set_field:0x7->ct_mark)),output:2").unwrap();
+        assert_eq!(
+            (Field::CtState.get(&f.matcher.value), Field::CtState.get(&f.matcher.mask)),
+            (u64::from(state::TRK | state::EST), u64::from(state::TRK | state::EST | state::NEW))
+        );
+        assert_eq!((Field::CtZone.get(&f.matcher.value), Field::CtMark.get(&f.matcher.mask)), (5, 0xff));
+        let request = CtRequest {
+            zone: 5,
+            commit: true,
+            nat: true,
+            nat_range: Some(Nat::Src(NatRange {
+                addr_min: 0xc613_0001,
+                addr_max: 0xc613_0002,
+                port_min: 1024,
+                port_max: 2047,
+            })),
+            set_mark: Some((7, u32::MAX)),
+        };
+        assert_eq!(f.actions, vec![Action::Ct { request, table: Some(2) }, Action::Output(2)]);
+        assert_eq!(
+            f.actions[0].to_string(),
+            "ct(commit,zone=5,table=2,exec(set_field:0x7/0xffffffff->ct_mark),nat(src=198.19.0.1-198.19.0.2:1024-2047))"
+        );
+        let plain = parse("actions=ct(nat,table=1)").unwrap();
+        let expected = CtRequest { nat: true, ..CtRequest::default() };
+        assert_eq!(plain.actions, vec![Action::Ct { request: expected, table: Some(1) }]);
+        for (text, why) in [
+            ("actions=ct(nat(src=1.2.3.4))", "needs commit"),
+            ("actions=ct(commit,nat(src=1.2.3))", "not an IPv4 address"),
+            ("actions=ct(commit,nat(dst=1.2.3.4:0))", "port 1-65535"),
+            ("actions=ct(commit,bogus)", "unknown ct argument 'bogus'"),
+            ("ct_state=+trk+nope,actions=drop", "'ct_state=+trk+nope'"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(why), "{text:?} gave {err:?}, expected it to mention {why:?}");
+        }
     }
 
     #[test]
