@@ -286,3 +286,22 @@ fn a_flow_drops_tcp_to_one_port_while_ping_passes() {
         .expect("the drop flow is listed");
     assert!(drop["n_packets"].as_u64().unwrap() >= 1, "{drop}");
 }
+
+#[test]
+fn a_container_resolves_and_pings_the_bridge_gateway() {
+    if !e2e_allowed("a_container_resolves_and_pings_the_bridge_gateway") {
+        return;
+    }
+    let mut lab = Lab::new("gw");
+    lab.sw.ok(&["add-br", "br0", "--", "set", "bridge", "br0", "gateway=198.18.0.1/24"]);
+    let c1 = lab.container("br0", 2, &["--gateway", "198.18.0.1"]);
+    assert!(lab.c(c1).pings("198.18.0.1", 3), "the switch must answer for its gateway address");
+    // The kernel resolved the gateway by ARP to the switch's gateway MAC.
+    let neigh = lab.c(c1).ip(&["neigh", "show", "198.18.0.1"]);
+    assert!(neigh.contains("02:76:c6:12:00:01"), "{neigh}");
+    let show = lab.sw.ok(&["show"]);
+    assert!(show.contains("gateway: 198.18.0.1/24"), "{show}");
+    // Without a gateway, nothing answers there.
+    lab.sw.ok(&["clear", "bridge", "br0", "gateway"]);
+    assert!(lab.c(c1).cannot_reach("198.18.0.1", 2));
+}

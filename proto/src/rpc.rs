@@ -475,6 +475,9 @@ pub struct MegaflowView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BridgeView {
     pub name: String,
+    /// The address the switch answers ARP and ping for, `A.B.C.D/N`.
+    #[serde(default)]
+    pub gateway: Option<String>,
     pub other_config: BTreeMap<String, String>,
     pub external_ids: BTreeMap<String, String>,
     pub ports: Vec<PortView>,

@@ -13,6 +13,9 @@ pub fn show(bridges: &[BridgeView]) -> String {
     let mut out = String::new();
     for b in bridges {
         let _ = writeln!(out, "Bridge {}", b.name);
+        if let Some(gateway) = &b.gateway {
+            let _ = writeln!(out, "    gateway: {gateway}");
+        }
         if !b.other_config.is_empty() {
             let _ = writeln!(out, "    other_config: {}", map(&b.other_config));
         }

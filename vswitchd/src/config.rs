@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::bridge::BridgeSettings;
 use crate::core::conntrack;
+use crate::core::gateway::Gateway;
 use crate::core::mac_learning::{DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
 use crate::core::ofctl::{parse_flow, parse_match, FlowSpec};
 use crate::core::vlan::{PortVlan, VlanMode};
@@ -55,6 +56,9 @@ impl Default for Config {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BridgeConfig {
+    /// `A.B.C.D/N`: the address the switch answers ARP and ping for.
+    #[serde(default)]
+    pub gateway: Option<String>,
     #[serde(default)]
     pub other_config: Map,
     #[serde(default)]
@@ -112,6 +116,7 @@ impl BridgeConfig {
             mac_table_size: get("mac-table-size").and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_CAPACITY),
             mac_aging_secs: get("mac-aging-time").and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_AGING_SECS),
             ct_max: get("ct-max").and_then(|v| v.parse().ok()).unwrap_or(conntrack::DEFAULT_LIMIT),
+            gateway: self.gateway.as_deref().and_then(|g| Gateway::parse(g).ok()),
         }
     }
 }
@@ -594,6 +599,17 @@ impl Config {
                 let map = match column.as_str() {
                     "other_config" => &mut b.other_config,
                     "external_ids" => &mut b.external_ids,
+                    "gateway" if key.is_none() => {
+                        b.gateway = parse_optional(&value, |v| {
+                            Gateway::parse(v).map(|g| g.cidr()).map_err(|e| {
+                                err(
+                                    ErrorCode::InvalidValue,
+                                    format!("invalid gateway: {e} (write e.g. gateway=198.18.0.1/24)"),
+                                )
+                            })
+                        })?;
+                        return Ok(());
+                    }
                     _ => return Err(unknown()),
                 };
                 set_map(map, &column, key, &value, |k, v| {
@@ -691,6 +707,7 @@ impl Config {
                 let b = self.bridges.get(record).ok_or_else(|| no_bridge(record))?;
                 match column {
                     "name" => Ok(record.to_owned()),
+                    "gateway" => Ok(b.gateway.clone().unwrap_or_default()),
                     "other_config" => from_map(&b.other_config),
                     "external_ids" => from_map(&b.external_ids),
                     "ports" => Ok(format_list(b.ports.keys())),
@@ -729,6 +746,7 @@ impl Config {
             Table::Bridge => {
                 let b = self.bridge_mut(record)?;
                 match column {
+                    "gateway" => b.gateway = None,
                     "other_config" => b.other_config.clear(),
                     "external_ids" => b.external_ids.clear(),
                     _ => return Err(unknown()),
@@ -795,6 +813,7 @@ impl Config {
             .iter()
             .map(|(name, b)| BridgeView {
                 name: name.clone(),
+                gateway: b.gateway.clone(),
                 other_config: b.other_config.clone(),
                 external_ids: b.external_ids.clone(),
                 ports: b

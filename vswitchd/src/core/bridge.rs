@@ -19,6 +19,7 @@ use std::collections::HashMap;
 
 use super::classifier::{format_masked, Action, Field, MegaflowCache, RuleId, Tables, Words};
 use super::conntrack::{Conntrack, CtDrop};
+use super::gateway::Gateway;
 use super::mac_learning::{MacTable, DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
 use super::ofctl::FlowSpec;
 use super::offload::Offload;
@@ -92,6 +93,8 @@ pub struct BridgeSettings {
     pub mac_aging_secs: u64,
     /// The connection table's limit (`other_config:ct-max`).
     pub ct_max: usize,
+    /// The address the switch answers ARP and ping for (`gateway=CIDR`).
+    pub gateway: Option<Gateway>,
 }
 
 impl Default for BridgeSettings {
@@ -101,6 +104,7 @@ impl Default for BridgeSettings {
             mac_table_size: DEFAULT_CAPACITY,
             mac_aging_secs: DEFAULT_AGING_SECS,
             ct_max: crate::core::conntrack::DEFAULT_LIMIT,
+            gateway: None,
         }
     }
 }
@@ -561,6 +565,13 @@ impl Bridge {
             let input = self.ports[usize::from(in_port)].as_mut().expect("checked by receive");
             input.counters.malformed[m as usize] += 1;
         }
+        if let Some(gateway) = self.settings.gateway {
+            if Field::NwDst.get(&self.key.words) == u64::from(gateway.ip) {
+                if let Some(sent) = self.answer_for_gateway(&gateway, in_port, packet.data, &l2, tx) {
+                    return Ok(sent);
+                }
+            }
+        }
         let bytes = packet.data.len() as u64;
         if self.default_rule.is_some() && self.tables.len() == 1 {
             let pending = &mut self.default_pending;
@@ -682,6 +693,25 @@ impl Bridge {
             return Err(normal_drop.unwrap_or(DropReason::FlowDrop));
         }
         Ok(outputs)
+    }
+
+    /// Answers an ARP request for, or a ping to, the gateway address back
+    /// out of the port it came in on.
+    fn answer_for_gateway(
+        &mut self,
+        gateway: &Gateway,
+        in_port: u16,
+        frame: &[u8],
+        l2: &L2Header,
+        tx: &mut impl Transmit,
+    ) -> Option<u16> {
+        let mut reply = std::mem::take(&mut self.scratch);
+        let answered = gateway.answer(frame, l2, &mut reply);
+        if answered {
+            self.raw_output(in_port, &Packet::from(&reply[..]), tx);
+        }
+        self.scratch = reply;
+        answered.then_some(1)
     }
 
     /// Sends the frame as it is, with no VLAN policy: what `output:PORT`

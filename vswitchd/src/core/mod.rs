@@ -8,6 +8,7 @@
 pub mod bridge;
 pub mod classifier;
 pub mod conntrack;
+pub mod gateway;
 pub mod mac_learning;
 pub mod megaflow;
 pub mod ofctl;
