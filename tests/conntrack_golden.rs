@@ -77,6 +77,7 @@ fn masquerading_switch() -> Switch {
          table=0,priority=10,in_port=p2,ip,actions=ct(nat,table=1)\n\
          table=1,priority=10,in_port=p1,ct_state=+trk,actions=output:p2\n\
          table=1,priority=10,in_port=p2,ct_state=+trk+est,actions=output:p1\n\
+         table=1,priority=10,in_port=p2,ct_state=+trk+rel,actions=output:p1\n\
          table=1,priority=20,ct_state=+trk+inv,actions=drop\n",
     )
     .unwrap();
@@ -103,6 +104,39 @@ fn masquerade_rewrites_out_and_back_with_valid_checksums() {
     assert_eq!(conn["state"], "REPLIED");
     let text = sw.ok(&["dump-conntrack", "br0"]);
     assert!(text.starts_with("udp,orig=(src=198.18.0.2,dst=198.19.0.9,sport=5000,dport=53)"), "{text}");
+}
+
+#[test]
+fn an_icmp_error_for_a_masqueraded_flow_is_translated_back() {
+    let sw = masquerading_switch();
+    sw.replay("br0", "p1", &[udp(OUTSIDE, INSIDE, CONTAINER, SERVER, 5000, 53)]);
+    let sent = sw.new_tx("p2").remove(0);
+    // The server's host says port unreachable to the uplink, quoting what it got.
+    let mut error = Vec::new();
+    etherparse::PacketBuilder::ethernet2(OUTSIDE, INSIDE)
+        .ipv4(SERVER, UPLINK, 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut error, &sent[14..14 + 28])
+        .unwrap();
+    sw.replay("br0", "p2", &[error]);
+    let back = sw.new_tx("p1");
+    assert_eq!(back.len(), 1, "the related error is let in");
+    let p = etherparse::SlicedPacket::from_ethernet(&back[0]).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(outer)) = &p.net else { panic!("not IPv4") };
+    let h = outer.header().to_header();
+    assert_eq!((h.source, h.destination), (SERVER, CONTAINER));
+    assert_eq!(h.calc_header_checksum(), h.header_checksum);
+    let Some(etherparse::TransportSlice::Icmpv4(icmp)) = &p.transport else { panic!("not ICMP") };
+    assert_eq!(icmp.header().icmp_type.calc_checksum(icmp.payload()), icmp.checksum(), "ICMP checksum");
+    let quote = etherparse::Ipv4HeaderSlice::from_slice(icmp.payload()).unwrap().to_header();
+    assert_eq!(
+        (quote.source, quote.destination),
+        (CONTAINER, SERVER),
+        "the quote is what the container sent"
+    );
+    assert_eq!(quote.calc_header_checksum(), quote.header_checksum);
 }
 
 #[test]

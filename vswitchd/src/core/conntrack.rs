@@ -29,9 +29,11 @@
 //! incremental checksum updates of a translation. An entry is a slot in a
 //! vector plus two index entries.
 //!
+//! An ICMP error about a NATed connection is translated with it: the
+//! quoted packet and the error's own address, as Linux does.
+//!
 //! Not yet: IPv6, fragment reassembly (fragments are `inv`), TCP window
-//! tracking (states follow the flags), translating ICMP errors of NATed
-//! connections, FTP/TFTP helpers.
+//! tracking (states follow the flags), FTP/TFTP helpers.
 
 use std::collections::HashMap;
 
@@ -509,6 +511,17 @@ impl Conntrack {
                         let conn = self.slots[id as usize].as_ref().expect("indexed");
                         result.state |= state::REL | if dir == Direction::Reply { state::RPL } else { 0 };
                         result.mark = conn.mark;
+                        if request.nat && conn.nat != 0 {
+                            result.state |= conn.nat;
+                            // The quoted packet becomes what its sender sent
+                            // (or what the far side received), and the error
+                            // goes to (or comes from) the real endpoint.
+                            let (quoted, outer) = match dir {
+                                Direction::Reply => (conn.original, OuterAddress::Dst(conn.original.src)),
+                                Direction::Original => (conn.reply, OuterAddress::Src(conn.reply.dst)),
+                            };
+                            translate_icmp_error(frame, offload, l2.payload_offset, &inner, &quoted, outer);
+                        }
                         result
                     }
                     None => self.invalid(result),
@@ -752,6 +765,54 @@ impl Conntrack {
     }
 }
 
+/// Which address of an ICMP error's own IP header a translation changes.
+#[derive(Debug, Clone, Copy)]
+enum OuterAddress {
+    Src(u32),
+    Dst(u32),
+}
+
+/// Translates an ICMP error about a NATed connection: the quoted packet's
+/// addresses and ports from `from` to `to` (with its IP header checksum),
+/// the error's own source or destination, and the ICMP checksum, which
+/// covers the quote. The quoted transport checksum is left as it is: the
+/// quote is cut short, so no receiver can check it.
+fn translate_icmp_error(
+    frame: &mut Vec<u8>,
+    offload: &mut Offload,
+    l3: usize,
+    from: &Tuple,
+    to: &Tuple,
+    outer: OuterAddress,
+) {
+    let (field, address) = match outer {
+        OuterAddress::Src(a) => (Field::NwSrc, a),
+        OuterAddress::Dst(a) => (Field::NwDst, a),
+    };
+    let _ = rewrite::set_field(frame, offload, field, u64::from(address));
+    let ihl = usize::from(frame[l3] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]])).min(frame.len() - l3);
+    let icmp = l3 + ihl;
+    let quoted = icmp + 8;
+    let quoted_ihl = usize::from(frame[quoted] & 0x0f) * 4;
+    let quoted_l4 = quoted + quoted_ihl;
+    frame[quoted + 12..quoted + 16].copy_from_slice(&to.src.to_be_bytes());
+    frame[quoted + 16..quoted + 20].copy_from_slice(&to.dst.to_be_bytes());
+    frame[quoted + 10..quoted + 12].fill(0);
+    let sum = rewrite::internet_checksum(&frame[quoted..quoted_l4]);
+    frame[quoted + 10..quoted + 12].copy_from_slice(&sum.to_be_bytes());
+    if from.proto == PROTO_ICMP {
+        // The identifier stays as it was: only addresses change.
+    } else if frame.len() >= quoted_l4 + 4 {
+        frame[quoted_l4..quoted_l4 + 2].copy_from_slice(&to.sport.to_be_bytes());
+        frame[quoted_l4 + 2..quoted_l4 + 4].copy_from_slice(&to.dport.to_be_bytes());
+    }
+    let end = (l3 + total).max(icmp + 4);
+    frame[icmp + 2..icmp + 4].fill(0);
+    let sum = rewrite::internet_checksum(&frame[icmp..end]);
+    frame[icmp + 2..icmp + 4].copy_from_slice(&sum.to_be_bytes());
+}
+
 /// Rewrites the frame's addresses and ports from `from` to `to`, fixing
 /// checksums incrementally.
 fn translate(frame: &mut Vec<u8>, offload: &mut Offload, from: &Tuple, to: &Tuple) {
@@ -950,6 +1011,58 @@ mod tests {
         assert_eq!(ct.len(), 2);
     }
 
+    /// An ICMP port unreachable from `from` to `to` quoting `quoted`.
+    fn unreachable(from: [u8; 4], to: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+        let mut error = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(from, to, 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Port,
+            ))
+            .write(&mut error, &quoted[14..14 + 28])
+            .unwrap();
+        error
+    }
+
+    #[test]
+    fn an_icmp_error_for_a_masqueraded_flow_is_translated_back() {
+        let mut ct = Conntrack::default();
+        let snat = CtRequest {
+            nat: true,
+            nat_range: Some(Nat::Src(NatRange {
+                addr_min: ip(UPLINK),
+                addr_max: ip(UPLINK),
+                port_min: 0,
+                port_max: 0,
+            })),
+            ..COMMIT
+        };
+        let mut out = udp(CLIENT, SERVER, 5000, 53);
+        run(&mut ct, at(0), &mut out, &snat);
+        // The server's host answers the uplink: port unreachable, quoting what it got.
+        let mut error = unreachable(SERVER, UPLINK, &out);
+        let r = run(&mut ct, at(0), &mut error, &CtRequest { nat: true, ..LOOKUP });
+        assert_eq!(r.state, state::TRK | state::REL | state::RPL | state::SNAT);
+        let p = SlicedPacket::from_ethernet(&error).unwrap();
+        let Some(NetSlice::Ipv4(outer)) = &p.net else { panic!() };
+        let h = outer.header().to_header();
+        assert_eq!((h.source, h.destination), (SERVER, CLIENT), "the error goes to the container");
+        assert_eq!(h.calc_header_checksum(), h.header_checksum);
+        let Some(TransportSlice::Icmpv4(icmp)) = &p.transport else { panic!() };
+        assert_eq!(icmp.header().icmp_type.calc_checksum(icmp.payload()), icmp.checksum());
+        // The quote is now what the container sent.
+        let quote = icmp.payload();
+        let inner = etherparse::Ipv4HeaderSlice::from_slice(quote).unwrap().to_header();
+        assert_eq!((inner.source, inner.destination), (CLIENT, SERVER));
+        assert_eq!(inner.calc_header_checksum(), inner.header_checksum);
+        assert_eq!((&quote[20..22], &quote[22..24]), (&5000u16.to_be_bytes()[..], &53u16.to_be_bytes()[..]));
+        // Without nat, the error is related but left alone.
+        let mut untouched = unreachable(SERVER, UPLINK, &out);
+        let before = untouched.clone();
+        assert_eq!(run(&mut ct, at(0), &mut untouched, &LOOKUP).state, state::TRK | state::REL | state::RPL);
+        assert_eq!(untouched, before);
+    }
+
     #[test]
     fn port_mapping_dnat_and_marks() {
         let mut ct = Conntrack::default();
@@ -996,15 +1109,7 @@ mod tests {
         assert_eq!(r.state, state::TRK | state::EST | state::RPL);
         // A router says the UDP flow's destination is unreachable.
         run(&mut ct, at(0), &mut udp(CLIENT, SERVER, 5000, 53), &COMMIT);
-        let quoted = udp(CLIENT, SERVER, 5000, 53);
-        let mut error = Vec::new();
-        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4([198, 19, 0, 254], CLIENT, 64)
-            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
-                etherparse::icmpv4::DestUnreachableHeader::Host,
-            ))
-            .write(&mut error, &quoted[14..14 + 28])
-            .unwrap();
+        let mut error = unreachable([198, 19, 0, 254], CLIENT, &udp(CLIENT, SERVER, 5000, 53));
         let r = run(&mut ct, at(0), &mut error, &LOOKUP);
         assert_eq!(r.state, state::TRK | state::REL | state::RPL);
     }

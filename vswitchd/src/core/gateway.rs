@@ -13,6 +13,7 @@
 //! for a reply.
 
 use super::packet::{L2Header, Mac};
+use super::rewrite::internet_checksum as checksum;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Gateway {
@@ -25,16 +26,6 @@ const ARP_REQUEST: u16 = 1;
 const ARP_REPLY: u16 = 2;
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMP_ECHO_REPLY: u8 = 0;
-
-/// The ones' complement sum of `bytes`, folded and inverted.
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 =
-        bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 impl Gateway {
     pub fn new(ip: u32, prefix: u8) -> Gateway {

@@ -49,6 +49,12 @@ fn adjust(sum: u16, old: &[u8], new: &[u8], partial: bool) -> u16 {
     }
 }
 
+/// The Internet checksum (RFC 1071) of `bytes`: 0 over a range that
+/// includes a correct checksum field.
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    !fold(words(bytes).sum())
+}
+
 fn get16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
