@@ -305,3 +305,29 @@ fn a_container_resolves_and_pings_the_bridge_gateway() {
     lab.sw.ok(&["clear", "bridge", "br0", "gateway"]);
     assert!(lab.c(c1).cannot_reach("198.18.0.1", 2));
 }
+
+#[test]
+fn isolated_containers_reach_the_gateway_and_others_but_not_each_other() {
+    if !e2e_allowed("isolated_containers_reach_the_gateway_and_others_but_not_each_other") {
+        return;
+    }
+    let mut lab = Lab::new("iso");
+    lab.sw.ok(&["add-br", "br0", "--", "set", "bridge", "br0", "gateway=198.18.0.1/24"]);
+    let c1 = lab.container("br0", 2, &[]);
+    let c2 = lab.container("br0", 3, &[]);
+    let open = lab.container("br0", 4, &[]);
+    for c in [c1, c2] {
+        let port = lab.port_of("br0", c);
+        lab.sw.ok(&["set", "port", &port, "isolated=true"]);
+    }
+    assert!(lab.c(c1).cannot_reach("198.18.0.3", 2), "isolated containers must not reach each other");
+    assert!(lab.c(c1).pings("198.18.0.4", 2));
+    assert!(lab.c(c2).pings("198.18.0.4", 2));
+    assert!(lab.c(c1).pings("198.18.0.1", 2), "the gateway stays reachable");
+    assert!(lab.c(open).pings("198.18.0.2", 2));
+    // c1's ARP for c2 never reached c2, so c1 never learned its MAC.
+    let neigh = lab.c(c1).ip(&["neigh", "show", "198.18.0.3"]);
+    assert!(!neigh.contains("lladdr"), "{neigh}");
+    let show = lab.sw.ok(&["show"]);
+    assert!(show.contains("isolated: true"), "{show}");
+}

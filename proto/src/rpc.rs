@@ -490,6 +490,9 @@ pub struct PortView {
     pub tag: Option<u16>,
     pub trunks: Vec<u16>,
     pub vlan_mode: Option<String>,
+    /// Isolated ports never exchange frames with each other (NORMAL).
+    #[serde(default)]
+    pub isolated: bool,
     pub other_config: BTreeMap<String, String>,
     pub external_ids: BTreeMap<String, String>,
     pub interface_type: String,

@@ -31,6 +31,9 @@ pub fn show(bridges: &[BridgeView]) -> String {
             if let Some(mode) = &p.vlan_mode {
                 let _ = writeln!(out, "        vlan_mode: {mode}");
             }
+            if p.isolated {
+                let _ = writeln!(out, "        isolated: true");
+            }
             if !p.external_ids.is_empty() {
                 let _ = writeln!(out, "        external_ids: {}", map(&p.external_ids));
             }

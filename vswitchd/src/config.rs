@@ -76,6 +76,10 @@ pub struct PortConfig {
     pub trunks: Vec<u16>,
     #[serde(default)]
     pub vlan_mode: Option<String>,
+    /// Like Docker's `--icc=false` (OVS's `protected`): an isolated port
+    /// reaches every port but the other isolated ones.
+    #[serde(default)]
+    pub isolated: bool,
     #[serde(default)]
     pub other_config: Map,
     #[serde(default)]
@@ -623,6 +627,19 @@ impl Config {
             Table::Port => {
                 let p = self.port_mut(record)?;
                 match (column.as_str(), key) {
+                    ("isolated", None) => {
+                        p.isolated = match unquote(&value).as_str() {
+                            "true" => true,
+                            "false" => false,
+                            other => {
+                                return Err(err(
+                                    ErrorCode::InvalidValue,
+                                    format!("invalid isolated {other:?}: use true or false"),
+                                ))
+                            }
+                        };
+                        Ok(())
+                    }
                     ("tag", None) => {
                         p.tag = parse_optional(&value, |v| parse_vlan_id("tag", v))?;
                         Ok(())
@@ -719,6 +736,7 @@ impl Config {
                 match column {
                     "name" => Ok(record.to_owned()),
                     "tag" => Ok(p.tag.map_or("[]".into(), |t| t.to_string())),
+                    "isolated" => Ok(p.isolated.to_string()),
                     "trunks" => Ok(format_list(p.trunks.iter())),
                     "vlan_mode" => Ok(p.vlan_mode.clone().unwrap_or_else(|| "[]".into())),
                     "other_config" => from_map(&p.other_config),
@@ -756,6 +774,7 @@ impl Config {
                 let p = self.port_mut(record)?;
                 match column {
                     "tag" => p.tag = None,
+                    "isolated" => p.isolated = false,
                     "trunks" => p.trunks.clear(),
                     "vlan_mode" => p.vlan_mode = None,
                     "other_config" => p.other_config.clear(),
@@ -825,6 +844,7 @@ impl Config {
                         tag: p.tag,
                         trunks: p.trunks.clone(),
                         vlan_mode: p.vlan_mode.clone(),
+                        isolated: p.isolated,
                         other_config: p.other_config.clone(),
                         external_ids: p.external_ids.clone(),
                         interface_type: p.interface.kind().to_owned(),

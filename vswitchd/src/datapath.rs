@@ -211,6 +211,7 @@ impl Datapath {
                     }
                 }
                 runtime.core.set_port(pconfig.ofport, pname, pconfig.vlan());
+                runtime.core.set_isolated(pconfig.ofport, pconfig.isolated);
             }
         }
         self.drain_all();

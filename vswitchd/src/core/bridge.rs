@@ -83,6 +83,8 @@ impl PortCounters {
 pub struct BridgePort {
     pub name: String,
     pub vlan: PortVlan,
+    /// Isolated ports never reach each other through NORMAL.
+    pub isolated: bool,
     pub counters: PortCounters,
 }
 
@@ -467,8 +469,19 @@ impl Bridge {
                 }
             }
             slot @ None => {
-                *slot = Some(BridgePort { name: name.to_owned(), vlan, counters: PortCounters::default() });
+                *slot = Some(BridgePort {
+                    name: name.to_owned(),
+                    vlan,
+                    isolated: false,
+                    counters: PortCounters::default(),
+                });
             }
+        }
+    }
+
+    pub fn set_isolated(&mut self, ofport: u16, isolated: bool) {
+        if let Some(Some(port)) = self.ports.get_mut(usize::from(ofport)) {
+            port.isolated = isolated;
         }
     }
 
@@ -740,28 +753,42 @@ impl Bridge {
             return Err(DropReason::ReservedMulticast);
         }
         let vlan = input.vlan.ingress(l2.outer_vlan().map(|t| t.vid())).ok_or(DropReason::VlanNotAllowed)?;
+        let isolated = input.isolated;
         self.mac.learn(vlan, &l2.src, in_port, now);
+        // An isolated port's frames skip the other isolated ports.
+        let blocked = |ports: &[Option<BridgePort>], out: u16| {
+            isolated && ports[usize::from(out)].as_ref().is_some_and(|p| p.isolated)
+        };
 
         if !is_multicast(&l2.dst) {
             if let Some(out) = self.mac.lookup(vlan, &l2.dst, now) {
                 if out == in_port {
                     return Err(DropReason::SamePort);
                 }
+                if blocked(&self.ports, out) {
+                    return Err(DropReason::Isolated);
+                }
                 if self.output(out, vlan, packet, l2, tx) {
                     return Ok(1);
                 }
             }
         }
-        let mut outputs = 0;
+        let (mut outputs, mut skipped) = (0, 0);
         for out in 1..self.ports.len() as u16 {
-            if out != in_port && self.output(out, vlan, packet, l2, tx) {
+            if out == in_port {
+                continue;
+            }
+            if blocked(&self.ports, out) {
+                skipped += 1;
+            } else if self.output(out, vlan, packet, l2, tx) {
                 outputs += 1;
             }
         }
-        if outputs == 0 {
-            return Err(DropReason::NoDestination);
+        match (outputs, skipped) {
+            (0, 0) => Err(DropReason::NoDestination),
+            (0, _) => Err(DropReason::Isolated),
+            _ => Ok(outputs),
         }
-        Ok(outputs)
     }
 
     /// Sends the frame of `vlan` out of `port` if the port carries that
@@ -891,6 +918,23 @@ mod tests {
         assert_eq!(out, vec![(1, frame(A, B))]);
         let out = send(&mut br, 0, 3, &tagged(A, B, 20));
         assert_eq!(out, vec![(2, frame(A, B))]);
+    }
+
+    #[test]
+    fn isolated_ports_reach_everyone_but_each_other() {
+        let mut br = bridge_with(&[PortVlan::default(), PortVlan::default(), PortVlan::default()]);
+        br.set_isolated(1, true);
+        br.set_isolated(2, true);
+        // Port 3 (the uplink, say) is not isolated: it hears both, and both hear it.
+        assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(BROADCAST, A))), vec![3]);
+        assert_eq!(ports_of(&send(&mut br, 0, 2, &frame(BROADCAST, B))), vec![3]);
+        assert_eq!(ports_of(&send(&mut br, 0, 3, &frame(BROADCAST, C))), vec![1, 2]);
+        // A learned unicast to the other isolated port is dropped and counted.
+        assert!(send(&mut br, 0, 1, &frame(B, A)).is_empty());
+        assert_eq!(br.port(1).unwrap().counters.drop_count(DropReason::Isolated), 1);
+        assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(C, A))), vec![3]);
+        br.set_isolated(2, false);
+        assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(B, A))), vec![2]);
     }
 
     #[test]

@@ -58,10 +58,12 @@ pub enum DropReason {
     NatExhausted,
     /// Recirculation after `ct(table=...)` went deeper than allowed.
     RecirculationLimit,
+    /// NORMAL found the destination on another isolated port.
+    Isolated,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Runt,
         DropReason::TruncatedVlan,
         DropReason::ReservedMulticast,
@@ -73,6 +75,7 @@ impl DropReason {
         DropReason::CtTableFull,
         DropReason::NatExhausted,
         DropReason::RecirculationLimit,
+        DropReason::Isolated,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -89,6 +92,7 @@ impl DropReason {
             DropReason::CtTableFull => "ct_table_full",
             DropReason::NatExhausted => "nat_exhausted",
             DropReason::RecirculationLimit => "recirculation_limit",
+            DropReason::Isolated => "isolated",
         }
     }
 
