@@ -1,5 +1,6 @@
 //! Traffic end to end: iperf3 TCP with the veths' default offloads left on,
-//! and 64-byte UDP whose counts must agree with the switch's counters.
+//! 64-byte UDP whose counts must agree with the switch's counters, and TCP
+//! through a stateful firewall made of `ct` flows.
 //! Root only; CI runs them, one at a time (see .config/nextest.toml).
 
 use std::time::Duration;
@@ -86,4 +87,44 @@ fn udp_64_byte_counts_agree_with_the_port_counters() {
         "switched {tx} + dropped vs received {rx}"
     );
     assert!(tx >= received, "iperf3 received {received} but the port sent only {tx}");
+}
+
+/// A stateful firewall in flows: c1 (198.18.0.1) may open connections to
+/// c2 (198.18.0.2), not the other way; what c1 opened is let back in.
+/// iperf3 TCP with offloads on runs through conntrack (64 KiB GSO frames
+/// included) and completes.
+#[test]
+fn stateful_firewall_through_ct_with_iperf3() {
+    if !e2e_allowed("stateful_firewall_through_ct_with_iperf3") {
+        return;
+    }
+    let _one_at_a_time = traffic_lock();
+    let mut lab = Lab::new("ctfw");
+    lab.sw.ok(&["add-br", "br0"]);
+    let c1 = lab.container("br0", 1, &[]);
+    let c2 = lab.container("br0", 2, &[]);
+    let p1 = lab.port_of("br0", c1);
+    let flows = [
+        "table=0,priority=10,ip,actions=ct(table=1)".to_owned(),
+        format!("table=1,priority=10,in_port={p1},ip,ct_state=+trk+new,actions=ct(commit),NORMAL"),
+        "table=1,priority=10,ip,ct_state=+trk+est,actions=NORMAL".to_owned(),
+        "table=1,priority=5,actions=drop".to_owned(),
+    ];
+    for flow in &flows {
+        lab.sw.ok(&["add-flow", "br0", flow]);
+    }
+    assert!(lab.c(c1).pings("198.18.0.2", 2), "c1 opens, the replies are established");
+    assert!(lab.c(c2).cannot_reach("198.18.0.1", 2), "c2 may not open connections to c1");
+    let report = iperf3(lab.c(c2), lab.c(c1), &["-t", "3"]);
+    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap();
+    let gbps = report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e9;
+    eprintln!("iperf3 TCP through ct (stateful firewall), offloads on: {gbps:.2} Gbit/s");
+    assert!(received > 10_000_000, "only {received} bytes arrived in 3 s");
+    let conns = lab.sw.json(&["dump-conntrack", "br0"]);
+    let tcp = conns.as_array().unwrap().iter().filter(|c| c["proto"] == "tcp").count();
+    assert!(tcp >= 2, "iperf3's control and data connections are tracked: {conns}");
+    let flows = lab.sw.ok(&["dump-flows", "br0"]);
+    let dropped =
+        flows.lines().find(|l| l.contains("priority=5 actions=drop")).expect("the drop rule is listed");
+    assert!(!dropped.contains("n_packets=0,"), "c2's attempts were dropped by the last rule: {flows}");
 }
