@@ -493,6 +493,11 @@ pub struct PortView {
     /// Isolated ports never exchange frames with each other (NORMAL).
     #[serde(default)]
     pub isolated: bool,
+    /// An uplink's address and next hop.
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub nexthop: Option<String>,
     pub other_config: BTreeMap<String, String>,
     pub external_ids: BTreeMap<String, String>,
     pub interface_type: String,

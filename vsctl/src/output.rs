@@ -34,6 +34,12 @@ pub fn show(bridges: &[BridgeView]) -> String {
             if p.isolated {
                 let _ = writeln!(out, "        isolated: true");
             }
+            if let Some(ip) = &p.ip {
+                let _ = writeln!(out, "        ip: {ip}");
+            }
+            if let Some(nexthop) = &p.nexthop {
+                let _ = writeln!(out, "        nexthop: {nexthop}");
+            }
             if !p.external_ids.is_empty() {
                 let _ = writeln!(out, "        external_ids: {}", map(&p.external_ids));
             }

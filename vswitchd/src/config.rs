@@ -80,6 +80,13 @@ pub struct PortConfig {
     /// reaches every port but the other isolated ones.
     #[serde(default)]
     pub isolated: bool,
+    /// `A.B.C.D/N`: the port is an uplink with this address (the switch
+    /// answers ARP and ping for it there and routes through it).
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The default route's next hop, on the uplink's subnet.
+    #[serde(default)]
+    pub nexthop: Option<String>,
     #[serde(default)]
     pub other_config: Map,
     #[serde(default)]
@@ -128,6 +135,14 @@ impl BridgeConfig {
 impl PortConfig {
     pub fn vlan(&self) -> PortVlan {
         PortVlan::new(self.tag, &self.trunks, self.vlan_mode.as_deref().and_then(VlanMode::parse))
+    }
+
+    /// The uplink address and next hop, which `set` validated.
+    pub fn address(&self) -> Option<(Gateway, Option<u32>)> {
+        let address = Gateway::parse(self.ip.as_deref()?).ok()?;
+        let nexthop =
+            self.nexthop.as_deref().and_then(|n| n.parse::<std::net::Ipv4Addr>().ok()).map(u32::from);
+        Some((address, nexthop))
     }
 }
 
@@ -627,6 +642,28 @@ impl Config {
             Table::Port => {
                 let p = self.port_mut(record)?;
                 match (column.as_str(), key) {
+                    ("ip", None) => {
+                        p.ip = parse_optional(&value, |v| {
+                            Gateway::parse(v).map(|g| g.cidr()).map_err(|e| {
+                                err(
+                                    ErrorCode::InvalidValue,
+                                    format!("invalid ip: {e} (write e.g. ip=198.19.0.1/24)"),
+                                )
+                            })
+                        })?;
+                        Ok(())
+                    }
+                    ("nexthop", None) => {
+                        p.nexthop = parse_optional(&value, |v| {
+                            v.parse::<std::net::Ipv4Addr>().map(|a| a.to_string()).map_err(|_| {
+                                err(
+                                    ErrorCode::InvalidValue,
+                                    format!("invalid nexthop {v:?}: write an IPv4 address"),
+                                )
+                            })
+                        })?;
+                        Ok(())
+                    }
                     ("isolated", None) => {
                         p.isolated = match unquote(&value).as_str() {
                             "true" => true,
@@ -737,6 +774,8 @@ impl Config {
                     "name" => Ok(record.to_owned()),
                     "tag" => Ok(p.tag.map_or("[]".into(), |t| t.to_string())),
                     "isolated" => Ok(p.isolated.to_string()),
+                    "ip" => Ok(p.ip.clone().unwrap_or_else(|| "[]".into())),
+                    "nexthop" => Ok(p.nexthop.clone().unwrap_or_else(|| "[]".into())),
                     "trunks" => Ok(format_list(p.trunks.iter())),
                     "vlan_mode" => Ok(p.vlan_mode.clone().unwrap_or_else(|| "[]".into())),
                     "other_config" => from_map(&p.other_config),
@@ -775,6 +814,8 @@ impl Config {
                 match column {
                     "tag" => p.tag = None,
                     "isolated" => p.isolated = false,
+                    "ip" => p.ip = None,
+                    "nexthop" => p.nexthop = None,
                     "trunks" => p.trunks.clear(),
                     "vlan_mode" => p.vlan_mode = None,
                     "other_config" => p.other_config.clear(),
@@ -845,6 +886,8 @@ impl Config {
                         trunks: p.trunks.clone(),
                         vlan_mode: p.vlan_mode.clone(),
                         isolated: p.isolated,
+                        ip: p.ip.clone(),
+                        nexthop: p.nexthop.clone(),
                         other_config: p.other_config.clone(),
                         external_ids: p.external_ids.clone(),
                         interface_type: p.interface.kind().to_owned(),

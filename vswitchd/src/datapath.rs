@@ -212,6 +212,7 @@ impl Datapath {
                 }
                 runtime.core.set_port(pconfig.ofport, pname, pconfig.vlan());
                 runtime.core.set_isolated(pconfig.ofport, pconfig.isolated);
+                runtime.core.set_port_address(pconfig.ofport, pconfig.address());
             }
         }
         self.drain_all();

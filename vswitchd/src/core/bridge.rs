@@ -27,6 +27,7 @@ use super::packet::{
     is_multicast, is_reserved_multicast, needs_retag, retag, FlowKey, L2Header, Mac, Malformation,
 };
 use super::rewrite;
+use super::router::{Egress, Interface, Routed, Router};
 use super::vlan::PortVlan;
 use super::{DropReason, Timestamp};
 
@@ -172,6 +173,9 @@ pub struct Bridge {
     /// Reused per frame: a rewritten copy of the frame.
     rewritten: Vec<u8>,
     conntrack: Conntrack,
+    router: Router,
+    /// Uplink ports' addresses and next hops (`set port P ip= nexthop=`).
+    port_addresses: std::collections::BTreeMap<u16, (Gateway, Option<u32>)>,
 }
 
 impl Default for Bridge {
@@ -209,6 +213,8 @@ impl Bridge {
             next_flow_expiry: 0,
             rewritten: Vec::new(),
             conntrack: Conntrack::new(settings.ct_max),
+            router: Router::default(),
+            port_addresses: Default::default(),
         };
         let normal = FlowSpec {
             table: 0,
@@ -222,6 +228,7 @@ impl Bridge {
             text: "actions=NORMAL".into(),
         };
         bridge.default_rule = Some(bridge.add_flow(normal, Timestamp::default()));
+        bridge.update_router();
         bridge
     }
 
@@ -441,6 +448,31 @@ impl Bridge {
         self.settings = settings;
         self.mac.set_limits(settings.mac_table_size, settings.mac_aging_secs);
         self.conntrack.set_limit(settings.ct_max);
+        self.update_router();
+    }
+
+    /// Gives an uplink port an address and, optionally, the default
+    /// route's next hop (`None`: the port has no address).
+    pub fn set_port_address(&mut self, ofport: u16, address: Option<(Gateway, Option<u32>)>) {
+        match address {
+            Some(a) => self.port_addresses.insert(ofport, a),
+            None => self.port_addresses.remove(&ofport),
+        };
+        self.update_router();
+    }
+
+    fn update_router(&mut self) {
+        let gateway = self.settings.gateway.map(|address| Interface { address, port: None, nexthop: None });
+        let uplinks = self.port_addresses.iter().map(|(port, (address, nexthop))| Interface {
+            address: *address,
+            port: Some(*port),
+            nexthop: *nexthop,
+        });
+        self.router.set_interfaces(gateway.into_iter().chain(uplinks).collect());
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 
     pub fn conntrack(&self) -> &Conntrack {
@@ -486,6 +518,9 @@ impl Bridge {
     }
 
     pub fn remove_port(&mut self, ofport: u16) {
+        if self.port_addresses.remove(&ofport).is_some() {
+            self.update_router();
+        }
         if let Some(slot) = self.ports.get_mut(usize::from(ofport)) {
             *slot = None;
             self.mac.flush_port(ofport);
@@ -578,9 +613,10 @@ impl Bridge {
             let input = self.ports[usize::from(in_port)].as_mut().expect("checked by receive");
             input.counters.malformed[m as usize] += 1;
         }
-        if let Some(gateway) = self.settings.gateway {
-            if Field::NwDst.get(&self.key.words) == u64::from(gateway.ip) {
-                if let Some(sent) = self.answer_for_gateway(&gateway, in_port, packet.data, &l2, tx) {
+        if !self.router.interfaces().is_empty() {
+            let nw_dst = Field::NwDst.get(&self.key.words) as u32;
+            if let Some(interface) = self.router.interface_at(nw_dst, in_port).copied() {
+                if let Some(sent) = self.for_router(now, &interface, in_port, packet.data, &l2, tx) {
                     return Ok(sent);
                 }
             }
@@ -615,6 +651,8 @@ impl Bridge {
         let mut copy: Option<Vec<u8>> = None;
         let mut offload = packet.offload;
         let mut outputs = 0;
+        // A routed frame waiting for ARP was neither sent nor dropped.
+        let mut parked = false;
         let mut normal_drop = None;
         for action in actions {
             let current = Packet { data: copy.as_deref().unwrap_or(packet.data), offload };
@@ -642,6 +680,13 @@ impl Bridge {
                         }
                     }
                 }
+                Action::Route => match self.route(now, current.data, tx) {
+                    Ok(n) => {
+                        outputs += n;
+                        parked |= n == 0;
+                    }
+                    Err(reason) => normal_drop = Some(reason),
+                },
                 Action::Normal => {
                     match self.normal(now, in_port, &current, reparsed.as_ref().unwrap_or(l2), tx) {
                         Ok(n) => outputs += n,
@@ -702,29 +747,85 @@ impl Bridge {
         if let Some(frame) = copy {
             self.rewritten = frame;
         }
+        if outputs == 0 && parked {
+            return Ok(0);
+        }
         if outputs == 0 {
             return Err(normal_drop.unwrap_or(DropReason::FlowDrop));
         }
         Ok(outputs)
     }
 
-    /// Answers an ARP request for, or a ping to, the gateway address back
-    /// out of the port it came in on.
-    fn answer_for_gateway(
+    /// A frame addressed to one of the router's addresses: ARP teaches the
+    /// router a neighbour (releasing what waited for it); an ARP request
+    /// or a ping is answered back out of the port it came in on. `Some`:
+    /// the router consumed the frame (the number of frames sent).
+    fn for_router(
         &mut self,
-        gateway: &Gateway,
+        now: Timestamp,
+        interface: &Interface,
         in_port: u16,
         frame: &[u8],
         l2: &L2Header,
         tx: &mut impl Transmit,
     ) -> Option<u16> {
+        // The sender is where it is, as NORMAL would have learned.
+        let input = self.ports[usize::from(in_port)].as_ref().expect("checked by receive");
+        if let Some(vlan) = input.vlan.ingress(l2.outer_vlan().map(|t| t.vid())) {
+            self.mac.learn(vlan, &l2.src, in_port, now);
+        }
+        let mut sent = 0;
+        for (released, egress) in self.router.learn_arp(now, frame, l2, in_port) {
+            sent += self.send_routed(now, &released, egress, tx);
+        }
         let mut reply = std::mem::take(&mut self.scratch);
-        let answered = gateway.answer(frame, l2, &mut reply);
+        let answered = interface.address.answer(frame, l2, &mut reply);
         if answered {
-            self.raw_output(in_port, &Packet::from(&reply[..]), tx);
+            sent += u16::from(self.raw_output(in_port, &Packet::from(&reply[..]), tx));
         }
         self.scratch = reply;
-        answered.then_some(1)
+        // ARP to the router ends here whether or not it needed an answer.
+        (answered || l2.ether_type == 0x0806).then_some(sent)
+    }
+
+    /// Sends a routed frame: out of an uplink port, or into the bridge's
+    /// subnet where the MAC table says (VLAN 0), flooding to every port
+    /// but the uplinks while the destination is unknown.
+    fn send_routed(&mut self, now: Timestamp, frame: &[u8], egress: Egress, tx: &mut impl Transmit) -> u16 {
+        let packet = Packet::from(frame);
+        match egress {
+            Egress::Port(port) => u16::from(self.raw_output(port, &packet, tx)),
+            Egress::Bridge => {
+                let Ok(l2) = L2Header::parse(frame) else { return 0 };
+                if let Some(out) = self.mac.lookup(0, &l2.dst, now) {
+                    return u16::from(self.output(out, 0, &packet, &l2, tx));
+                }
+                let uplinks: Vec<u16> = self.router.interfaces().iter().filter_map(|i| i.port).collect();
+                let mut sent = 0;
+                for out in 1..self.ports.len() as u16 {
+                    if !uplinks.contains(&out) && self.output(out, 0, &packet, &l2, tx) {
+                        sent += 1;
+                    }
+                }
+                sent
+            }
+        }
+    }
+
+    /// The `route` action on `frame`; `Ok(n)`: n frames sent (0: the
+    /// frame waits for ARP).
+    fn route(&mut self, now: Timestamp, frame: &[u8], tx: &mut impl Transmit) -> Result<u16, DropReason> {
+        let mut routed = frame.to_vec();
+        match self.router.route(now, &mut routed) {
+            Routed::Send(egress) => Ok(self.send_routed(now, &routed, egress, tx)),
+            Routed::Resolving { request, egress } => {
+                self.send_routed(now, &request, egress, tx);
+                Ok(0)
+            }
+            Routed::Waiting => Ok(0),
+            Routed::NoRoute => Err(DropReason::NoRoute),
+            Routed::TtlExpired => Err(DropReason::TtlExpired),
+        }
     }
 
     /// Sends the frame as it is, with no VLAN policy: what `output:PORT`
@@ -1200,6 +1301,63 @@ mod tests {
                 .megaflows()
                 .entries()
                 .any(|(mask, key, ..)| Field::Recirc.get(mask) != 0 && Field::Recirc.get(&key) == 2));
+        }
+
+        fn arp(
+            op: u16,
+            dst: Mac,
+            src: Mac,
+            sender_ip: [u8; 4],
+            target_mac: Mac,
+            target_ip: [u8; 4],
+        ) -> Vec<u8> {
+            let mut f = dst.to_vec();
+            f.extend_from_slice(&src);
+            f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4]);
+            f.extend_from_slice(&op.to_be_bytes());
+            f.extend_from_slice(&src);
+            f.extend_from_slice(&sender_ip);
+            f.extend_from_slice(&target_mac);
+            f.extend_from_slice(&target_ip);
+            f.resize(60, 0);
+            f
+        }
+
+        #[test]
+        fn route_between_the_subnet_and_the_uplink_resolving_by_arp() {
+            let mut br = three_ports();
+            let gateway = Gateway::parse("198.18.0.1/24").unwrap();
+            let uplink = Gateway::parse("198.19.0.1/24").unwrap();
+            br.configure(BridgeSettings { gateway: Some(gateway), ..BridgeSettings::default() });
+            br.set_port_address(3, Some((uplink, Some(u32::from_be_bytes([198, 19, 0, 254])))));
+            flow(&mut br, "priority=100,ip,dl_dst=02:76:c6:12:00:01,actions=route");
+            flow(&mut br, "priority=100,ip,in_port=3,dl_dst=02:76:c6:13:00:01,actions=route");
+            const NEXTHOP: Mac = [0x02, 0, 0, 0, 0, 0xfe];
+            // Out: the first frame waits while the uplink asks for the next hop.
+            let out = send(&mut br, 0, 1, &udp(gateway.mac, A, [198, 18, 0, 2], [203, 0, 113, 7], 53));
+            assert_eq!(ports_of(&out), vec![3]);
+            assert_eq!((&out[0].1[0..6], &out[0].1[38..42]), (&[0xff; 6][..], &[198, 19, 0, 254][..]));
+            let answer = arp(2, uplink.mac, NEXTHOP, [198, 19, 0, 254], uplink.mac, [198, 19, 0, 1]);
+            let out = send(&mut br, 1, 3, &answer);
+            assert_eq!(ports_of(&out), vec![3], "the waiting frame leaves");
+            let p = etherparse::SlicedPacket::from_ethernet(&out[0].1).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else { panic!() };
+            assert_eq!((&out[0].1[0..6], &out[0].1[6..12]), (&NEXTHOP[..], &uplink.mac[..]));
+            let h = ip.header().to_header();
+            assert_eq!((h.time_to_live, h.calc_header_checksum()), (63, h.header_checksum));
+            // Back in: the gateway asks the subnet (not the uplink) for the container.
+            let out = send(&mut br, 2, 3, &udp(uplink.mac, NEXTHOP, [203, 0, 113, 7], [198, 18, 0, 2], 5000));
+            assert_eq!(ports_of(&out), vec![1, 2]);
+            let answer = arp(2, gateway.mac, A, [198, 18, 0, 2], gateway.mac, [198, 18, 0, 1]);
+            let out = send(&mut br, 3, 1, &answer);
+            assert_eq!(ports_of(&out), vec![1], "delivered where the container answered from");
+            assert_eq!((&out[0].1[0..6], &out[0].1[6..12]), (&A[..], &gateway.mac[..]));
+            // Nowhere to go without an uplink next hop.
+            br.set_port_address(3, Some((uplink, None)));
+            assert!(
+                send(&mut br, 4, 1, &udp(gateway.mac, A, [198, 18, 0, 2], [203, 0, 113, 7], 53)).is_empty()
+            );
+            assert_eq!(br.port(1).unwrap().counters.drop_count(DropReason::NoRoute), 1);
         }
 
         #[test]

@@ -251,6 +251,9 @@ pub enum Action {
     /// Switch as a learning L2 bridge (evaluated per packet: the MAC table
     /// changes without the cache being touched).
     Normal,
+    /// Route as an IPv4 router between the bridge's gateway subnet and its
+    /// uplinks (evaluated per packet: the ARP cache changes on its own).
+    Route,
     Flood,
     All,
     InPort,
@@ -304,6 +307,7 @@ impl std::fmt::Display for Action {
         match self {
             Action::Output(p) => write!(f, "output:{p}"),
             Action::Normal => f.write_str("NORMAL"),
+            Action::Route => f.write_str("route"),
             Action::Flood => f.write_str("FLOOD"),
             Action::All => f.write_str("ALL"),
             Action::InPort => f.write_str("IN_PORT"),

@@ -15,6 +15,7 @@ pub mod ofctl;
 pub mod offload;
 pub mod packet;
 pub mod rewrite;
+pub mod router;
 pub mod vlan;
 
 /// Datapath time in milliseconds from an arbitrary origin. The shell derives
@@ -60,10 +61,12 @@ pub enum DropReason {
     RecirculationLimit,
     /// NORMAL found the destination on another isolated port.
     Isolated,
+    /// `route` found no interface or next hop for the destination.
+    NoRoute,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Runt,
         DropReason::TruncatedVlan,
         DropReason::ReservedMulticast,
@@ -76,6 +79,7 @@ impl DropReason {
         DropReason::NatExhausted,
         DropReason::RecirculationLimit,
         DropReason::Isolated,
+        DropReason::NoRoute,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -93,6 +97,7 @@ impl DropReason {
             DropReason::NatExhausted => "nat_exhausted",
             DropReason::RecirculationLimit => "recirculation_limit",
             DropReason::Isolated => "isolated",
+            DropReason::NoRoute => "no_route",
         }
     }
 

@@ -673,6 +673,7 @@ pub fn parse_actions(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<
                 continue;
             }
             ("normal", None) => Action::Normal,
+            ("route", None) => Action::Route,
             ("flood", None) => Action::Flood,
             ("all", None) => Action::All,
             ("in_port", None) => Action::InPort,
