@@ -374,6 +374,27 @@ pub enum Command {
     FdbFlush {
         bridge: Option<String>,
     },
+    /// Masquerade the gateway's subnet through `out_port`'s address.
+    AddNat {
+        bridge: String,
+        out_port: String,
+    },
+    DelNat {
+        bridge: String,
+    },
+    /// `docker run -p HOSTPORT:PORT`: `proto` is `tcp` or `udp`, `target`
+    /// is `IP:PORT` in the gateway's subnet.
+    AddPortMapping {
+        bridge: String,
+        proto: String,
+        host_port: u16,
+        target: String,
+    },
+    DelPortMapping {
+        bridge: String,
+        proto: String,
+        host_port: u16,
+    },
     /// The connection tracker's entries.
     DumpConntrack {
         bridge: String,
@@ -478,6 +499,12 @@ pub struct BridgeView {
     /// The address the switch answers ARP and ping for, `A.B.C.D/N`.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// The port whose address the subnet is masqueraded behind.
+    #[serde(default)]
+    pub masquerade: Option<String>,
+    /// `tcp 8080 -> 198.18.0.7:80`, one per mapping.
+    #[serde(default)]
+    pub port_mappings: Vec<String>,
     pub other_config: BTreeMap<String, String>,
     pub external_ids: BTreeMap<String, String>,
     pub ports: Vec<PortView>,

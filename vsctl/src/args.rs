@@ -72,6 +72,12 @@ State:
   show                                bridges, ports, interfaces and errors
   fdb-show BRIDGE                     the MAC learning table
   fdb-flush [BRIDGE]                  forget learned MACs
+  add-nat BRIDGE masquerade --out-port PORT
+                                      masquerade the gateway's subnet behind PORT's ip
+  del-nat BRIDGE                      stop masquerading
+  add-port-mapping BRIDGE tcp|udp HOSTPORT IP:PORT
+                                      forward the uplink's HOSTPORT to IP:PORT (docker -p)
+  del-port-mapping BRIDGE tcp|udp HOSTPORT
   dump-conntrack BRIDGE               tracked connections: tuples both ways, state, timeout
   flush-conntrack BRIDGE              forget every tracked connection
   dump-ports BRIDGE [PORT]            per-port counters and drop reasons
@@ -431,6 +437,42 @@ fn parse_command(words: &[String]) -> Result<Command, String> {
             allow(false, false)?;
             exactly(args, 1, "fdb-show BRIDGE")?;
             Command::FdbShow { bridge: args[0].clone() }
+        }
+        "add-nat" => {
+            allow(false, false)?;
+            let usage = "add-nat BRIDGE masquerade --out-port PORT";
+            let out_port = match args {
+                [_, kind, flag, port] if kind == "masquerade" && flag == "--out-port" => port.clone(),
+                [_, kind, flag] if kind == "masquerade" && flag.starts_with("--out-port=") => {
+                    flag["--out-port=".len()..].to_owned()
+                }
+                _ => return Err(format!("usage: {usage}")),
+            };
+            Command::AddNat { bridge: args[0].clone(), out_port }
+        }
+        "del-nat" => {
+            allow(false, false)?;
+            exactly(args, 1, "del-nat BRIDGE")?;
+            Command::DelNat { bridge: args[0].clone() }
+        }
+        "add-port-mapping" => {
+            allow(false, false)?;
+            exactly(args, 4, "add-port-mapping BRIDGE tcp|udp HOSTPORT IP:PORT")?;
+            let host_port =
+                args[2].parse().map_err(|_| format!("{:?} is not a port, 1 to 65535", args[2]))?;
+            Command::AddPortMapping {
+                bridge: args[0].clone(),
+                proto: args[1].clone(),
+                host_port,
+                target: args[3].clone(),
+            }
+        }
+        "del-port-mapping" => {
+            allow(false, false)?;
+            exactly(args, 3, "del-port-mapping BRIDGE tcp|udp HOSTPORT")?;
+            let host_port =
+                args[2].parse().map_err(|_| format!("{:?} is not a port, 1 to 65535", args[2]))?;
+            Command::DelPortMapping { bridge: args[0].clone(), proto: args[1].clone(), host_port }
         }
         "dump-conntrack" => {
             allow(false, false)?;

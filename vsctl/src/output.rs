@@ -16,6 +16,12 @@ pub fn show(bridges: &[BridgeView]) -> String {
         if let Some(gateway) = &b.gateway {
             let _ = writeln!(out, "    gateway: {gateway}");
         }
+        if let Some(port) = &b.masquerade {
+            let _ = writeln!(out, "    masquerade: out_port={port}");
+        }
+        for mapping in &b.port_mappings {
+            let _ = writeln!(out, "    port_mapping: {mapping}");
+        }
         if !b.other_config.is_empty() {
             let _ = writeln!(out, "    other_config: {}", map(&b.other_config));
         }

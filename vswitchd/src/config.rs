@@ -29,6 +29,7 @@ use crate::core::gateway::Gateway;
 use crate::core::mac_learning::{DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
 use crate::core::ofctl::{parse_flow, parse_match, FlowSpec};
 use crate::core::vlan::{PortVlan, VlanMode};
+use crate::nat::{Masquerade, PortMapping};
 use crate::netns::Attachment;
 
 pub const DB_FORMAT_VERSION: u32 = 1;
@@ -59,6 +60,10 @@ pub struct BridgeConfig {
     /// `A.B.C.D/N`: the address the switch answers ARP and ping for.
     #[serde(default)]
     pub gateway: Option<String>,
+    #[serde(default)]
+    pub masquerade: Option<Masquerade>,
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
     #[serde(default)]
     pub other_config: Map,
     #[serde(default)]
@@ -128,6 +133,22 @@ impl BridgeConfig {
             mac_aging_secs: get("mac-aging-time").and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_AGING_SECS),
             ct_max: get("ct-max").and_then(|v| v.parse().ok()).unwrap_or(conntrack::DEFAULT_LIMIT),
             gateway: self.gateway.as_deref().and_then(|g| Gateway::parse(g).ok()),
+        }
+    }
+}
+
+impl BridgeConfig {
+    /// The flows NAT compiles into; none while the gateway, the out port
+    /// or its address is missing.
+    pub fn nat_flows(&self) -> Vec<String> {
+        let Some(masquerade) = &self.masquerade else { return Vec::new() };
+        let gateway = self.gateway.as_deref().and_then(|g| Gateway::parse(g).ok());
+        let uplink = self.ports.get(&masquerade.out_port).and_then(|p| p.address());
+        match (gateway, uplink) {
+            (Some(gateway), Some((uplink, _))) => {
+                crate::nat::compile(&gateway, &uplink, masquerade, &self.port_mappings)
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -394,6 +415,96 @@ impl Config {
             Command::FdbShow { bridge } => {
                 self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
                 Outcome::live(LiveQuery::Fdb { bridge: bridge.clone() })
+            }
+            Command::AddNat { bridge, out_port } => {
+                let b = self.bridges.get_mut(bridge).ok_or_else(|| no_bridge(bridge))?;
+                if b.gateway.is_none() {
+                    return Err(err(
+                        ErrorCode::InvalidValue,
+                        format!("{bridge} has no gateway: set one first (vsctl set bridge {bridge} gateway=198.18.0.1/24)"),
+                    ));
+                }
+                let port = b.ports.get(out_port).ok_or_else(|| {
+                    err(
+                        ErrorCode::NotFound,
+                        format!(
+                            "{bridge} has no port {out_port} (list them with `vsctl list-ports {bridge}`)"
+                        ),
+                    )
+                })?;
+                if port.ip.is_none() {
+                    return Err(err(
+                        ErrorCode::InvalidValue,
+                        format!("port {out_port} has no address: set one first (vsctl set port {out_port} ip=198.19.0.1/24 nexthop=198.19.0.254)"),
+                    ));
+                }
+                b.masquerade = Some(Masquerade { out_port: out_port.clone() });
+                done(Done)
+            }
+            Command::DelNat { bridge } => {
+                let b = self.bridges.get_mut(bridge).ok_or_else(|| no_bridge(bridge))?;
+                if !b.port_mappings.is_empty() {
+                    return Err(err(
+                        ErrorCode::InvalidValue,
+                        format!("{bridge} still maps ports; delete them first (vsctl del-port-mapping ...)"),
+                    ));
+                }
+                if b.masquerade.take().is_none() {
+                    return Err(err(ErrorCode::NotFound, format!("{bridge} has no NAT")));
+                }
+                done(Done)
+            }
+            Command::AddPortMapping { bridge, proto, host_port, target } => {
+                let b = self.bridges.get_mut(bridge).ok_or_else(|| no_bridge(bridge))?;
+                let bad = |what: String| err(ErrorCode::InvalidValue, what);
+                if b.masquerade.is_none() {
+                    return Err(bad(format!(
+                        "{bridge} has no NAT: add it first (vsctl add-nat {bridge} masquerade --out-port PORT)"
+                    )));
+                }
+                if proto != "tcp" && proto != "udp" {
+                    return Err(bad(format!("protocol {proto:?}: use tcp or udp")));
+                }
+                if *host_port == 0 {
+                    return Err(bad("the host port is 1 to 65535".into()));
+                }
+                let (ip, port) =
+                    target.rsplit_once(':').ok_or_else(|| bad(format!("{target:?} is not IP:PORT")))?;
+                let ip: std::net::Ipv4Addr =
+                    ip.parse().map_err(|_| bad(format!("{ip:?} is not an IPv4 address")))?;
+                let port: u16 = port
+                    .parse()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| bad(format!("{port:?} is not a port")))?;
+                let gateway =
+                    b.gateway.as_deref().and_then(|g| Gateway::parse(g).ok()).expect("add-nat checked it");
+                let mask = u32::MAX << (32 - gateway.prefix);
+                if u32::from(ip) & mask != gateway.ip & mask {
+                    return Err(bad(format!("{ip} is not in {bridge}'s subnet {}", gateway.cidr())));
+                }
+                if b.port_mappings.iter().any(|m| m.proto == *proto && m.host_port == *host_port) {
+                    return Err(bad(format!("{proto} port {host_port} is already mapped")));
+                }
+                b.port_mappings.push(PortMapping {
+                    proto: proto.clone(),
+                    host_port: *host_port,
+                    container_ip: ip.to_string(),
+                    container_port: port,
+                });
+                done(Done)
+            }
+            Command::DelPortMapping { bridge, proto, host_port } => {
+                let b = self.bridges.get_mut(bridge).ok_or_else(|| no_bridge(bridge))?;
+                let before = b.port_mappings.len();
+                b.port_mappings.retain(|m| !(m.proto == *proto && m.host_port == *host_port));
+                if b.port_mappings.len() == before {
+                    return Err(err(
+                        ErrorCode::NotFound,
+                        format!("{bridge} does not map {proto} port {host_port}"),
+                    ));
+                }
+                done(Done)
             }
             Command::DumpConntrack { bridge } => {
                 self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
@@ -874,6 +985,8 @@ impl Config {
             .map(|(name, b)| BridgeView {
                 name: name.clone(),
                 gateway: b.gateway.clone(),
+                masquerade: b.masquerade.as_ref().map(|m| m.out_port.clone()),
+                port_mappings: b.port_mappings.iter().map(PortMapping::describe).collect(),
                 other_config: b.other_config.clone(),
                 external_ids: b.external_ids.clone(),
                 ports: b

@@ -40,6 +40,7 @@ use crate::core::ofctl::FlowSpec;
 use crate::core::offload::Offload;
 use crate::core::packet::{format_mac, Malformation};
 use crate::core::{DropReason, Timestamp};
+use crate::nat;
 use crate::ports::{PacketBatch, PortDevice, BATCH_SIZE};
 
 /// Devices opened for a new configuration, by (bridge, port).
@@ -180,6 +181,7 @@ impl Datapath {
     /// Makes the running state match `config`, installing the devices that
     /// were opened for it, then receives what new devices already hold.
     pub fn reconfigure(&mut self, config: &Config, mut devices: NewDevices) {
+        let now = self.now();
         self.bridges.retain(|name, _| config.bridges.contains_key(name));
         for (bname, bconfig) in &config.bridges {
             let runtime = self.bridges.entry(bname.clone()).or_insert_with(|| BridgeRuntime {
@@ -214,6 +216,7 @@ impl Datapath {
                 runtime.core.set_isolated(pconfig.ofport, pconfig.isolated);
                 runtime.core.set_port_address(pconfig.ofport, pconfig.address());
             }
+            install_nat_flows(&mut runtime.core, bconfig, now);
         }
         self.drain_all();
     }
@@ -725,5 +728,43 @@ impl Drop for DatapathHandle {
         if Arc::strong_count(&self.wake) <= 2 {
             let _ = self.wake.write(1);
         }
+    }
+}
+
+/// Makes the bridge's NAT flows (cookie [`nat::COOKIE`]) the ones its
+/// settings compile into, touching nothing when they already are, so their
+/// counters survive unrelated changes.
+fn install_nat_flows(core: &mut Bridge, config: &crate::config::BridgeConfig, now: Timestamp) {
+    let ports = |name: &str| config.ports.get(name).map(|p| p.ofport);
+    let mut wanted = Vec::new();
+    for (i, text) in config.nat_flows().iter().enumerate() {
+        match crate::core::ofctl::parse_flow(text, &ports) {
+            Ok(mut spec) => {
+                spec.cookie = nat::COOKIE | i as u64;
+                wanted.push(spec);
+            }
+            Err(e) => tracing::error!(flow = %text, error = %e, "a compiled NAT flow does not parse"),
+        }
+    }
+    let filter = crate::core::ofctl::parse_match(
+        &format!("cookie={:#x}/{:#x}", nat::COOKIE, nat::COOKIE_MASK),
+        &ports,
+    )
+    .expect("a cookie match parses");
+    let installed: Vec<(u64, String)> = core
+        .select(Some(&filter), false)
+        .into_iter()
+        .filter_map(|id| core.flow(id).map(|f| (f.spec.cookie, f.spec.text.clone())))
+        .collect();
+    let mut current = installed;
+    current.sort();
+    let mut target: Vec<(u64, String)> = wanted.iter().map(|s| (s.cookie, s.text.clone())).collect();
+    target.sort();
+    if current == target {
+        return;
+    }
+    core.delete_flows(Some(&filter), false);
+    for spec in wanted {
+        core.add_flow(spec, now);
     }
 }

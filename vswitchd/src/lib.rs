@@ -4,6 +4,7 @@
 //! - [`config`]: the configuration database, its commands and its file.
 //! - [`ports`]: the port drivers behind one trait.
 //! - [`datapath`]: the forwarding thread that owns bridges and devices.
+//! - [`nat`]: Docker's masquerade and port mappings, compiled into flows.
 //! - [`control`]: the control socket and its protocol.
 //! - [`daemon`]: start-up, locking, detaching, signals.
 
@@ -12,5 +13,6 @@ pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod datapath;
+pub mod nat;
 pub mod netns;
 pub mod ports;

@@ -277,6 +277,11 @@ impl Bridge {
         }
     }
 
+    /// One flow's entry (counters as last folded).
+    pub fn flow(&self, id: RuleId) -> Option<&FlowEntry> {
+        self.flows.get(&id)
+    }
+
     /// Every flow with its counters, by id (the order they were added).
     pub fn flows(&mut self) -> impl Iterator<Item = (RuleId, &FlowEntry)> {
         self.fold_counters();
