@@ -1,6 +1,8 @@
 //! Traffic end to end: iperf3 TCP with the veths' default offloads left on,
-//! 64-byte UDP whose counts must agree with the switch's counters, and TCP
-//! through a stateful firewall made of `ct` flows.
+//! 64-byte UDP whose counts must agree with the switch's counters, TCP
+//! through a stateful firewall made of `ct` flows, and Docker's bridge
+//! network (masquerade, a port mapping, the hairpin, isolation) against an
+//! "outside" namespace on the uplink.
 //! Root only; CI runs them, one at a time (see .config/nextest.toml).
 
 use std::time::Duration;
@@ -127,4 +129,114 @@ fn stateful_firewall_through_ct_with_iperf3() {
     let dropped =
         flows.lines().find(|l| l.contains("priority=5 actions=drop")).expect("the drop rule is listed");
     assert!(!dropped.contains("n_packets=0,"), "c2's attempts were dropped by the last rule: {flows}");
+}
+
+/// Runs `iperf3 -s -1` bound to `bind`:`port` in `server` and a client in
+/// `client` to `target`:`port`; returns both JSON reports, insisting the
+/// client succeeded. Bounded to 20 s.
+fn iperf3_pair(
+    server: &Netns,
+    bind: &str,
+    port: u16,
+    client: &Netns,
+    target: &str,
+    target_port: u16,
+    args: &[&str],
+) -> (serde_json::Value, serde_json::Value) {
+    let port = port.to_string();
+    let listening = server.spawn("iperf3", &["-s", "-1", "-J", "-B", bind, "-p", &port]);
+    std::thread::sleep(Duration::from_millis(300));
+    let target_port = target_port.to_string();
+    let mut all = vec!["-c", target, "-p", &target_port, "-J", "--connect-timeout", "3000"];
+    all.extend_from_slice(args);
+    let out = client.spawn("iperf3", &all).wait_output(Duration::from_secs(20));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success(), "iperf3 to {target}:{target_port} failed: {report}");
+    let served = listening.wait_output(Duration::from_secs(10));
+    let server_report = serde_json::from_slice(&served.stdout).unwrap_or(serde_json::Value::Null);
+    (report, server_report)
+}
+
+/// Docker's default bridge network, done by the switch: containers behind
+/// the gateway 198.18.0.1, an "outside" namespace on the uplink, whose
+/// address is 198.19.0.1; masquerade, `-p 8080:80` and the hairpin.
+#[test]
+fn docker_bridge_network_masquerade_port_mapping_and_hairpin() {
+    if !e2e_allowed("docker_bridge_network_masquerade_port_mapping_and_hairpin") {
+        return;
+    }
+    let _one_at_a_time = traffic_lock();
+    let mut lab = Lab::new("nat");
+    lab.sw.ok(&["add-br", "br0", "--", "set", "bridge", "br0", "gateway=198.18.0.1/24"]);
+    let outside = lab.host("br0", "out", "198.19.0.254/24", &[]);
+    let uplink = lab.port_of("br0", outside);
+    lab.sw.ok(&[
+        "set",
+        "port",
+        &uplink,
+        "ip=198.19.0.1/24",
+        "nexthop=198.19.0.254",
+        "--",
+        "add-nat",
+        "br0",
+        "masquerade",
+        "--out-port",
+        &uplink,
+        "--",
+        "add-port-mapping",
+        "br0",
+        "tcp",
+        "8080",
+        "198.18.0.2:80",
+    ]);
+    let c1 = lab.container("br0", 2, &["--gateway", "198.18.0.1"]);
+    let c2 = lab.container("br0", 3, &["--gateway", "198.18.0.1"]);
+
+    // Out: a 5 s TCP stream to the outside, which sees the uplink's address.
+    let (client, server) =
+        iperf3_pair(lab.c(outside), "198.19.0.254", 5201, lab.c(c1), "198.19.0.254", 5201, &["-t", "5"]);
+    let gbps = client["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e9;
+    eprintln!("iperf3 TCP through masquerade (route + ct + NAT), offloads on: {gbps:.2} Gbit/s");
+    assert!(client["end"]["sum_received"]["bytes"].as_u64().unwrap() > 10_000_000);
+    assert_eq!(server["start"]["connected"][0]["remote_host"], "198.19.0.1", "{server}");
+
+    // In: the outside reaches c1's port 80 through the uplink's 8080.
+    let (_, server) =
+        iperf3_pair(lab.c(c1), "198.18.0.2", 80, lab.c(outside), "198.19.0.1", 8080, &["-t", "1"]);
+    assert_eq!(server["start"]["connected"][0]["remote_host"], "198.19.0.254", "{server}");
+
+    // Hairpin: c2 reaches c1 through the uplink's address; c1 sees the gateway.
+    let (_, server) = iperf3_pair(lab.c(c1), "198.18.0.2", 80, lab.c(c2), "198.19.0.1", 8080, &["-t", "1"]);
+    assert_eq!(server["start"]["connected"][0]["remote_host"], "198.18.0.1", "{server}");
+
+    // UDP through the masquerade.
+    let (client, _) = iperf3_pair(
+        lab.c(outside),
+        "198.19.0.254",
+        5202,
+        lab.c(c1),
+        "198.19.0.254",
+        5202,
+        &["-u", "-b", "20M", "-t", "2"],
+    );
+    let sent = client["end"]["sum"]["packets"].as_u64().unwrap();
+    let lost = client["end"]["sum"]["lost_packets"].as_u64().unwrap_or(0);
+    assert!(sent > 1000 && lost * 10 < sent, "UDP through NAT: {lost} of {sent} lost");
+
+    let conns = lab.sw.json(&["dump-conntrack", "br0"]);
+    assert!(
+        conns.as_array().unwrap().iter().any(|c| c["reply"]["dst"] == "198.19.0.1" && c["zone"] == 1),
+        "masqueraded connections are tracked in zone 1: {conns}"
+    );
+
+    // --icc=false: isolated containers cannot reach each other, but both
+    // still reach the outside (ping through the masquerade).
+    for c in [c1, c2] {
+        let port = lab.port_of("br0", c);
+        lab.sw.ok(&["set", "port", &port, "isolated=true"]);
+    }
+    assert!(lab.c(c1).cannot_reach("198.18.0.3", 2));
+    assert!(lab.c(c1).pings("198.19.0.254", 2));
+    assert!(lab.c(c2).pings("198.19.0.254", 2));
 }

@@ -165,8 +165,14 @@ impl Lab {
     /// A new container namespace attached to `bridge` as eth0 with
     /// 198.18.0.N/24; returns its index in `containers`.
     pub fn container(&mut self, bridge: &str, n: u8, extra: &[&str]) -> usize {
-        let ns = Netns::new(format!("{}-c{n}", self.prefix));
-        let ip = format!("198.18.0.{n}/24");
+        self.host(bridge, &format!("c{n}"), &format!("198.18.0.{n}/24"), extra)
+    }
+
+    /// A namespace named after `tag` attached to `bridge` as eth0 with the
+    /// address `cidr` (in 198.18.0.0/15); returns its index in `containers`.
+    pub fn host(&mut self, bridge: &str, tag: &str, cidr: &str, extra: &[&str]) -> usize {
+        let ns = Netns::new(format!("{}-{tag}", self.prefix));
+        let ip = cidr.to_owned();
         let mut args = vec!["add-container-port", bridge, "eth0", &ns.name, "--ip", &ip];
         args.extend_from_slice(extra);
         self.sw.ok(&args);

@@ -685,7 +685,7 @@ impl Bridge {
                         }
                     }
                 }
-                Action::Route => match self.route(now, current.data, tx) {
+                Action::Route => match self.route(now, &current, tx) {
                     Ok(n) => {
                         outputs += n;
                         parked |= n == 0;
@@ -780,8 +780,8 @@ impl Bridge {
             self.mac.learn(vlan, &l2.src, in_port, now);
         }
         let mut sent = 0;
-        for (released, egress) in self.router.learn_arp(now, frame, l2, in_port) {
-            sent += self.send_routed(now, &released, egress, tx);
+        for (released, egress, offload) in self.router.learn_arp(now, frame, l2, in_port) {
+            sent += self.send_routed(now, Packet { data: &released, offload }, egress, tx);
         }
         let mut reply = std::mem::take(&mut self.scratch);
         let answered = interface.address.answer(frame, l2, &mut reply);
@@ -796,12 +796,11 @@ impl Bridge {
     /// Sends a routed frame: out of an uplink port, or into the bridge's
     /// subnet where the MAC table says (VLAN 0), flooding to every port
     /// but the uplinks while the destination is unknown.
-    fn send_routed(&mut self, now: Timestamp, frame: &[u8], egress: Egress, tx: &mut impl Transmit) -> u16 {
-        let packet = Packet::from(frame);
+    fn send_routed(&mut self, now: Timestamp, packet: Packet, egress: Egress, tx: &mut impl Transmit) -> u16 {
         match egress {
             Egress::Port(port) => u16::from(self.raw_output(port, &packet, tx)),
             Egress::Bridge => {
-                let Ok(l2) = L2Header::parse(frame) else { return 0 };
+                let Ok(l2) = L2Header::parse(packet.data) else { return 0 };
                 if let Some(out) = self.mac.lookup(0, &l2.dst, now) {
                     return u16::from(self.output(out, 0, &packet, &l2, tx));
                 }
@@ -817,14 +816,16 @@ impl Bridge {
         }
     }
 
-    /// The `route` action on `frame`; `Ok(n)`: n frames sent (0: the
+    /// The `route` action on `packet`; `Ok(n)`: n frames sent (0: the
     /// frame waits for ARP).
-    fn route(&mut self, now: Timestamp, frame: &[u8], tx: &mut impl Transmit) -> Result<u16, DropReason> {
-        let mut routed = frame.to_vec();
-        match self.router.route(now, &mut routed) {
-            Routed::Send(egress) => Ok(self.send_routed(now, &routed, egress, tx)),
+    fn route(&mut self, now: Timestamp, packet: &Packet, tx: &mut impl Transmit) -> Result<u16, DropReason> {
+        let mut routed = packet.data.to_vec();
+        match self.router.route(now, &mut routed, packet.offload) {
+            Routed::Send(egress) => {
+                Ok(self.send_routed(now, Packet { data: &routed, offload: packet.offload }, egress, tx))
+            }
             Routed::Resolving { request, egress } => {
-                self.send_routed(now, &request, egress, tx);
+                self.send_routed(now, Packet::from(&request[..]), egress, tx);
                 Ok(0)
             }
             Routed::Waiting => Ok(0),

@@ -22,6 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::gateway::Gateway;
+use super::offload::Offload;
 use super::packet::{L2Header, Mac};
 use super::rewrite;
 use super::Timestamp;
@@ -88,8 +89,9 @@ pub struct RouterStats {
     pub no_route: u64,
 }
 
-/// Frames waiting for one neighbour, oldest first, with where they go.
-type Waiting = VecDeque<(Vec<u8>, Egress)>;
+/// Frames waiting for one neighbour, oldest first, with where they go and
+/// their offload metadata (a waiting frame may be a 64 KiB GSO frame).
+type Waiting = VecDeque<(Vec<u8>, Egress, Offload)>;
 
 #[derive(Debug, Default)]
 pub struct Router {
@@ -143,7 +145,7 @@ impl Router {
         frame: &[u8],
         l2: &L2Header,
         in_port: u16,
-    ) -> Vec<(Vec<u8>, Egress)> {
+    ) -> Vec<(Vec<u8>, Egress, Offload)> {
         let at = l2.payload_offset;
         let Some(arp) = frame.get(at..at + 28) else { return Vec::new() };
         if arp[0..6] != [0, 1, 0x08, 0x00, 6, 4] {
@@ -166,15 +168,15 @@ impl Router {
         self.pending_total -= waiting.len();
         waiting
             .into_iter()
-            .map(|(mut frame, egress)| {
+            .map(|(mut frame, egress, offload)| {
                 frame[0..6].copy_from_slice(&sender_mac);
-                (frame, egress)
+                (frame, egress, offload)
             })
             .collect()
     }
 
     /// Routes `frame` (a private copy): see the module's essay.
-    pub fn route(&mut self, now: Timestamp, frame: &mut Vec<u8>) -> Routed {
+    pub fn route(&mut self, now: Timestamp, frame: &mut Vec<u8>, offload: Offload) -> Routed {
         let Ok(l2) = L2Header::parse(frame) else { return self.no_route() };
         let l3 = l2.payload_offset;
         if l2.ether_type != 0x0800 || frame.len() < l3 + 20 {
@@ -202,7 +204,7 @@ impl Router {
             return Routed::Send(egress);
         }
         let asked = self.pending.get(&neighbour).map(|(_, at)| *at);
-        self.park(now, neighbour, std::mem::take(frame), egress);
+        self.park(now, neighbour, (std::mem::take(frame), egress, offload));
         // Asked less than a second ago: the answer may still come.
         if asked.is_some_and(|at| now.millis().saturating_sub(at.millis()) < ARP_RETRY_MS) {
             return Routed::Waiting;
@@ -219,7 +221,7 @@ impl Router {
         Routed::NoRoute
     }
 
-    fn park(&mut self, now: Timestamp, neighbour: u32, frame: Vec<u8>, egress: Egress) {
+    fn park(&mut self, now: Timestamp, neighbour: u32, waiting: (Vec<u8>, Egress, Offload)) {
         if self.pending_total >= MAX_PENDING {
             // The longest queue gives up its oldest frame.
             if let Some((queue, _)) = self.pending.values_mut().max_by_key(|(q, _)| q.len()) {
@@ -235,7 +237,7 @@ impl Router {
             self.pending_total -= 1;
             self.stats.pending_dropped += 1;
         }
-        queue.push_back((frame, egress));
+        queue.push_back(waiting);
         self.pending_total += 1;
     }
 }
@@ -301,7 +303,7 @@ mod tests {
         let now = Timestamp::from_millis(0);
         let uplink = r.interfaces()[1].address;
         let mut frame = ip_frame([198, 18, 0, 2], [203, 0, 113, 7], 64);
-        let Routed::Resolving { request, egress } = r.route(now, &mut frame) else {
+        let Routed::Resolving { request, egress } = r.route(now, &mut frame, Offload::NONE) else {
             panic!("must ask first")
         };
         assert_eq!(egress, Egress::Port(9));
@@ -309,10 +311,10 @@ mod tests {
         assert_eq!(&request[38..42], &[198, 19, 0, 254], "who has the next hop");
         // A second frame waits without another request; after a second, it asks again.
         let mut second = ip_frame([198, 18, 0, 2], [203, 0, 113, 8], 64);
-        assert_eq!(r.route(now, &mut second), Routed::Waiting);
+        assert_eq!(r.route(now, &mut second, Offload::NONE), Routed::Waiting);
         let later = Timestamp::from_millis(ARP_RETRY_MS);
         assert!(matches!(
-            r.route(later, &mut ip_frame([198, 18, 0, 2], [203, 0, 113, 8], 64)),
+            r.route(later, &mut ip_frame([198, 18, 0, 2], [203, 0, 113, 8], 64), Offload::NONE),
             Routed::Resolving { .. }
         ));
         // The reply, on the uplink port, releases both with the MACs set and TTL down.
@@ -321,7 +323,7 @@ mod tests {
         assert!(r.learn_arp(now, &reply, &l2, 3).is_empty(), "not on the uplink's port: ignored");
         let released = r.learn_arp(now, &reply, &l2, 9);
         assert_eq!(released.len(), 3);
-        for (f, egress) in &released {
+        for (f, egress, _) in &released {
             assert_eq!(
                 (&f[0..6], &f[6..12], f[22], *egress),
                 (&NEXTHOP_MAC[..], &uplink.mac[..], 63, Egress::Port(9))
@@ -329,7 +331,7 @@ mod tests {
         }
         // Now known: routed at once.
         let mut third = ip_frame([198, 18, 0, 2], [203, 0, 113, 9], 64);
-        assert_eq!(r.route(now, &mut third), Routed::Send(Egress::Port(9)));
+        assert_eq!(r.route(now, &mut third, Offload::NONE), Routed::Send(Egress::Port(9)));
         assert_eq!(&third[0..6], &NEXTHOP_MAC);
     }
 
@@ -339,13 +341,16 @@ mod tests {
         let now = Timestamp::from_millis(0);
         let gw = r.interfaces()[0].address;
         let mut frame = ip_frame([203, 0, 113, 7], [198, 18, 0, 2], 64);
-        let Routed::Resolving { egress, .. } = r.route(now, &mut frame) else { panic!() };
+        let Routed::Resolving { egress, .. } = r.route(now, &mut frame, Offload::NONE) else { panic!() };
         assert_eq!(egress, Egress::Bridge);
         let reply = arp_reply(CONTAINER_MAC, [198, 18, 0, 2], &gw);
         let released = r.learn_arp(now, &reply, &L2Header::parse(&reply).unwrap(), 4);
         assert_eq!(released[0].0[0..6], CONTAINER_MAC);
-        assert_eq!(r.route(now, &mut ip_frame([203, 0, 113, 7], [198, 18, 0, 2], 1)), Routed::TtlExpired);
-        assert_eq!(r.route(now, &mut vec![0; 30]), Routed::NoRoute);
+        assert_eq!(
+            r.route(now, &mut ip_frame([203, 0, 113, 7], [198, 18, 0, 2], 1), Offload::NONE),
+            Routed::TtlExpired
+        );
+        assert_eq!(r.route(now, &mut vec![0; 30], Offload::NONE), Routed::NoRoute);
         // Entries age out.
         assert!(r
             .neighbour(
@@ -361,7 +366,7 @@ mod tests {
         let now = Timestamp::from_millis(0);
         for i in 0..(MAX_PENDING * 2) as u32 {
             let dst = (u32::from_be_bytes([198, 18, 0, 0]) | (i % 200 + 2)).to_be_bytes();
-            r.route(now, &mut ip_frame([203, 0, 113, 7], dst, 64));
+            r.route(now, &mut ip_frame([203, 0, 113, 7], dst, 64), Offload::NONE);
         }
         assert!(r.pending_total <= MAX_PENDING);
         assert_eq!(r.pending.values().map(|(q, _)| q.len()).sum::<usize>(), r.pending_total);
