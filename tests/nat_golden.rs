@@ -98,6 +98,28 @@ fn masquerade_through_the_gateway_and_back_resolving_by_arp() {
 }
 
 #[test]
+fn a_mapped_port_is_translated_to_the_container_with_valid_checksums() {
+    let sw = docker_like_switch();
+    sw.ok(&["add-port-mapping", "br0", "udp", "5353", "198.18.0.7:53"]);
+    const SERVICE: Mac = mac(0x7);
+    // From outside to the uplink's 5353: the gateway asks for 198.18.0.7 first.
+    sw.replay("br0", "up0", &[udp(UPLINK_MAC, NEXTHOP, [203, 0, 113, 7], [198, 19, 0, 1], 40000, 5353)]);
+    let asked = sw.new_tx("p1");
+    assert_eq!((asked.len(), &asked[0][38..42]), (1, &[198, 18, 0, 7][..]));
+    sw.replay("br0", "p1", &[arp_reply(SERVICE, [198, 18, 0, 7], GATEWAY_MAC, [198, 18, 0, 1])]);
+    let inside = sw.new_tx("p1");
+    assert_eq!(inside.len(), 1);
+    assert_eq!(fields(&inside[0]), (SERVICE, GATEWAY_MAC, [203, 0, 113, 7], [198, 18, 0, 7], 40000, 53, 63));
+    // The answer leaves from the uplink's address and port (the next hop is
+    // asked for first, then the answer released).
+    sw.replay("br0", "p1", &[udp(GATEWAY_MAC, SERVICE, [198, 18, 0, 7], [203, 0, 113, 7], 53, 40000)]);
+    sw.replay("br0", "up0", &[arp_reply(NEXTHOP, [198, 19, 0, 254], UPLINK_MAC, [198, 19, 0, 1])]);
+    let out = sw.new_tx("up0");
+    let answer = out.iter().find(|f| f[12..14] == [0x08, 0x00]).expect("the answer left by the uplink");
+    assert_eq!(fields(answer), (NEXTHOP, UPLINK_MAC, [198, 19, 0, 1], [203, 0, 113, 7], 5353, 40000, 63));
+}
+
+#[test]
 fn port_mappings_compile_into_flows_and_go_away() {
     let sw = docker_like_switch();
     sw.ok(&["add-port-mapping", "br0", "tcp", "8080", "198.18.0.7:80"]);
