@@ -174,6 +174,8 @@ pub struct Bridge {
     rewritten: Vec<u8>,
     conntrack: Conntrack,
     router: Router,
+    /// Reused per routed frame: its rewritten copy.
+    routed: Vec<u8>,
     /// Uplink ports' addresses and next hops (`set port P ip= nexthop=`).
     port_addresses: std::collections::BTreeMap<u16, (Gateway, Option<u32>)>,
 }
@@ -214,6 +216,7 @@ impl Bridge {
             rewritten: Vec::new(),
             conntrack: Conntrack::new(settings.ct_max),
             router: Router::default(),
+            routed: Vec::new(),
             port_addresses: Default::default(),
         };
         let normal = FlowSpec {
@@ -804,10 +807,10 @@ impl Bridge {
                 if let Some(out) = self.mac.lookup(0, &l2.dst, now) {
                     return u16::from(self.output(out, 0, &packet, &l2, tx));
                 }
-                let uplinks: Vec<u16> = self.router.interfaces().iter().filter_map(|i| i.port).collect();
                 let mut sent = 0;
                 for out in 1..self.ports.len() as u16 {
-                    if !uplinks.contains(&out) && self.output(out, 0, &packet, &l2, tx) {
+                    let uplink = self.router.interfaces().iter().any(|i| i.port == Some(out));
+                    if !uplink && self.output(out, 0, &packet, &l2, tx) {
                         sent += 1;
                     }
                 }
@@ -819,8 +822,11 @@ impl Bridge {
     /// The `route` action on `packet`; `Ok(n)`: n frames sent (0: the
     /// frame waits for ARP).
     fn route(&mut self, now: Timestamp, packet: &Packet, tx: &mut impl Transmit) -> Result<u16, DropReason> {
-        let mut routed = packet.data.to_vec();
-        match self.router.route(now, &mut routed, packet.offload) {
+        // A reused buffer: the router takes it only when the frame waits.
+        let mut routed = std::mem::take(&mut self.routed);
+        routed.clear();
+        routed.extend_from_slice(packet.data);
+        let result = match self.router.route(now, &mut routed, packet.offload) {
             Routed::Send(egress) => {
                 Ok(self.send_routed(now, Packet { data: &routed, offload: packet.offload }, egress, tx))
             }
@@ -831,7 +837,9 @@ impl Bridge {
             Routed::Waiting => Ok(0),
             Routed::NoRoute => Err(DropReason::NoRoute),
             Routed::TtlExpired => Err(DropReason::TtlExpired),
-        }
+        };
+        self.routed = routed;
+        result
     }
 
     /// Sends the frame as it is, with no VLAN policy: what `output:PORT`

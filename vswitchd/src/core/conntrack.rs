@@ -906,6 +906,12 @@ mod tests {
     const LOOKUP: CtRequest =
         CtRequest { zone: 0, commit: false, nat: false, nat_range: None, set_mark: None };
 
+    /// `ct(commit,nat(src=UPLINK))`.
+    fn masquerade() -> CtRequest {
+        let range = NatRange { addr_min: ip(UPLINK), addr_max: ip(UPLINK), port_min: 0, port_max: 0 };
+        CtRequest { nat: true, nat_range: Some(Nat::Src(range)), ..COMMIT }
+    }
+
     #[test]
     fn tcp_handshake_goes_new_then_established() {
         let mut ct = Conntrack::default();
@@ -981,16 +987,7 @@ mod tests {
     #[test]
     fn masquerade_rewrites_both_ways_with_valid_checksums() {
         let mut ct = Conntrack::default();
-        let snat = CtRequest {
-            nat: true,
-            nat_range: Some(Nat::Src(NatRange {
-                addr_min: ip(UPLINK),
-                addr_max: ip(UPLINK),
-                port_min: 0,
-                port_max: 0,
-            })),
-            ..COMMIT
-        };
+        let snat = masquerade();
         let mut syn = tcp(CLIENT, SERVER, 40000, 80, "S");
         let r = run(&mut ct, at(0), &mut syn, &snat);
         assert_eq!(r.state, state::TRK | state::NEW | state::SNAT);
@@ -1027,16 +1024,7 @@ mod tests {
     #[test]
     fn an_icmp_error_for_a_masqueraded_flow_is_translated_back() {
         let mut ct = Conntrack::default();
-        let snat = CtRequest {
-            nat: true,
-            nat_range: Some(Nat::Src(NatRange {
-                addr_min: ip(UPLINK),
-                addr_max: ip(UPLINK),
-                port_min: 0,
-                port_max: 0,
-            })),
-            ..COMMIT
-        };
+        let snat = masquerade();
         let mut out = udp(CLIENT, SERVER, 5000, 53);
         run(&mut ct, at(0), &mut out, &snat);
         // The server's host answers the uplink: port unreachable, quoting what it got.
