@@ -136,6 +136,8 @@ fn port_mappings_compile_into_flows_and_go_away() {
     assert!(err.contains("not in br0's subnet"), "{err}");
     let err = sw.fails(&["del-nat", "br0"]);
     assert!(err.contains("delete them first"), "{err}");
+    let err = sw.fails(&["del-port", "br0", "up0"]);
+    assert!(err.contains("NAT out port"), "{err}");
     sw.ok(&["del-port-mapping", "br0", "tcp", "8080"]);
     assert!(!sw.ok(&["dump-flows", "br0"]).contains("tp_dst=8080"));
     sw.ok(&["del-nat", "br0"]);

@@ -327,7 +327,14 @@ impl Config {
                         ));
                     }
                     (Some(owner), _) => {
-                        self.bridges.get_mut(&owner).expect("owner exists").ports.remove(port);
+                        let b = self.bridges.get_mut(&owner).expect("owner exists");
+                        if b.masquerade.as_ref().is_some_and(|m| m.out_port == *port) {
+                            return Err(err(
+                                ErrorCode::InvalidValue,
+                                format!("{port} is {owner}'s NAT out port; remove the NAT first (vsctl del-nat {owner})"),
+                            ));
+                        }
+                        b.ports.remove(port);
                     }
                 }
                 done(Done)
