@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 
 use super::classifier::{format_masked, Action, Field, MegaflowCache, RuleId, Tables, Words};
-use super::conntrack::{Conntrack, CtDrop};
+use super::conntrack::{Conntrack, CtDrop, CtRequest};
 use super::gateway::Gateway;
 use super::mac_learning::{MacTable, DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
 use super::ofctl::FlowSpec;
@@ -139,6 +139,15 @@ struct Origin {
     now: Timestamp,
     in_port: u16,
     recirculations: usize,
+}
+
+/// What became of a packet at a `ct` action.
+enum CtOutcome {
+    /// Conntrack refused it (table full, NAT exhausted): the packet stops.
+    Refused(DropReason),
+    /// Frames the recirculated pass sent, and why it dropped, if it did;
+    /// the action list goes on either way.
+    Continue(u16, Option<DropReason>),
 }
 
 /// How many times a packet may go back through the tables after
@@ -648,7 +657,7 @@ impl Bridge {
         actions: &[Action],
         tx: &mut impl Transmit,
     ) -> Result<u16, DropReason> {
-        let Origin { now, in_port, recirculations } = origin;
+        let Origin { now, in_port, .. } = origin;
         if actions.is_empty() {
             return Err(DropReason::FlowDrop);
         }
@@ -717,36 +726,17 @@ impl Bridge {
                 }
                 Action::Ct { request, table } => {
                     let frame = own_copy(&mut copy, &mut self.rewritten, packet.data);
-                    let result = self.conntrack.execute(now, frame, &mut offload, request);
-                    if let Some(refused) = result.drop {
-                        let reason = match refused {
-                            CtDrop::TableFull => DropReason::CtTableFull,
-                            CtDrop::NatExhausted => DropReason::NatExhausted,
-                        };
-                        self.rewritten = copy.unwrap_or_default();
-                        return if outputs > 0 { Ok(outputs) } else { Err(reason) };
+                    match self.ct(origin, frame, &mut offload, request, *table, tx) {
+                        CtOutcome::Refused(reason) => {
+                            self.rewritten = copy.unwrap_or_default();
+                            return if outputs > 0 { Ok(outputs) } else { Err(reason) };
+                        }
+                        CtOutcome::Continue(sent, drop) => {
+                            outputs += sent;
+                            normal_drop = drop.or(normal_drop);
+                        }
                     }
-                    reparsed = L2Header::parse(frame).ok();
-                    let Some(table) = table else { continue };
-                    if recirculations >= MAX_RECIRCULATIONS {
-                        normal_drop = Some(DropReason::RecirculationLimit);
-                        continue;
-                    }
-                    // The packet as conntrack left it goes on from `table`.
-                    let mut key = FlowKey::default();
-                    let Ok(header) = key.extract_into(frame, in_port) else { continue };
-                    Field::CtState.set(&mut key.words, result.state.into());
-                    Field::CtZone.set(&mut key.words, result.zone.into());
-                    Field::CtMark.set(&mut key.words, result.mark.into());
-                    Field::Recirc.set(&mut key.words, u64::from(*table) + 1);
-                    let decided = self.cache.decide(&self.tables, &key.words);
-                    decided.hit(frame.len() as u64, now);
-                    let recirculated = Packet { data: frame, offload };
-                    let origin = Origin { recirculations: recirculations + 1, ..origin };
-                    match self.execute(origin, recirculated, &header, &decided.actions, tx) {
-                        Ok(n) => outputs += n,
-                        Err(reason) => normal_drop = Some(reason),
-                    }
+                    reparsed = copy.as_deref().and_then(|f| L2Header::parse(f).ok());
                 }
                 // Spent during translation: never in a decision.
                 Action::Load { .. } | Action::Move { .. } | Action::Resubmit(_) | Action::GotoTable(_) => {}
@@ -762,6 +752,48 @@ impl Bridge {
             return Err(normal_drop.unwrap_or(DropReason::FlowDrop));
         }
         Ok(outputs)
+    }
+
+    /// The `ct` action on `frame` (the packet's private copy, which NAT
+    /// may rewrite); with `table`, the packet then goes through the tables
+    /// again from there (recirculation). Out of line: it recurses, and it
+    /// would keep `execute`, which every frame runs, from being inlined.
+    #[inline(never)]
+    fn ct(
+        &mut self,
+        origin: Origin,
+        frame: &mut Vec<u8>,
+        offload: &mut Offload,
+        request: &CtRequest,
+        table: Option<u8>,
+        tx: &mut impl Transmit,
+    ) -> CtOutcome {
+        let result = self.conntrack.execute(origin.now, frame, offload, request);
+        if let Some(refused) = result.drop {
+            return CtOutcome::Refused(match refused {
+                CtDrop::TableFull => DropReason::CtTableFull,
+                CtDrop::NatExhausted => DropReason::NatExhausted,
+            });
+        }
+        let Some(table) = table else { return CtOutcome::Continue(0, None) };
+        if origin.recirculations >= MAX_RECIRCULATIONS {
+            return CtOutcome::Continue(0, Some(DropReason::RecirculationLimit));
+        }
+        // The packet as conntrack left it goes on from `table`.
+        let mut key = FlowKey::default();
+        let Ok(header) = key.extract_into(frame, origin.in_port) else { return CtOutcome::Continue(0, None) };
+        Field::CtState.set(&mut key.words, result.state.into());
+        Field::CtZone.set(&mut key.words, result.zone.into());
+        Field::CtMark.set(&mut key.words, result.mark.into());
+        Field::Recirc.set(&mut key.words, u64::from(table) + 1);
+        let decided = self.cache.decide(&self.tables, &key.words);
+        decided.hit(frame.len() as u64, origin.now);
+        let recirculated = Packet { data: frame, offload: *offload };
+        let origin = Origin { recirculations: origin.recirculations + 1, ..origin };
+        match self.execute(origin, recirculated, &header, &decided.actions, tx) {
+            Ok(sent) => CtOutcome::Continue(sent, None),
+            Err(reason) => CtOutcome::Continue(0, Some(reason)),
+        }
     }
 
     /// A frame addressed to one of the router's addresses: ARP teaches the
