@@ -183,6 +183,11 @@ impl Router {
             return self.no_route();
         }
         let dst = ip_of(&frame[l3 + 16..l3 + 20]);
+        // The router's own addresses answer only ARP and ping, before the
+        // tables; anything else sent to them has nowhere to go.
+        if self.interfaces.iter().any(|i| i.address.ip == dst) {
+            return self.no_route();
+        }
         let direct = self.interfaces.iter().find(|i| i.holds(dst)).copied();
         let (interface, neighbour) = match direct {
             Some(i) => (i, dst),
@@ -351,6 +356,8 @@ mod tests {
             Routed::TtlExpired
         );
         assert_eq!(r.route(now, &mut vec![0; 30], Offload::NONE), Routed::NoRoute);
+        let mut to_gateway = ip_frame([198, 18, 0, 2], [198, 18, 0, 1], 64);
+        assert_eq!(r.route(now, &mut to_gateway, Offload::NONE), Routed::NoRoute, "not an ARP for itself");
         // Entries age out.
         assert!(r
             .neighbour(
