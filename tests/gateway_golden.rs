@@ -8,27 +8,11 @@ const HOST: Mac = mac(0xa);
 const GATEWAY_MAC: Mac = [0x02, 0x76, 198, 18, 0, 1];
 
 fn arp_request(target: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&HOST);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-    f.extend_from_slice(&HOST);
-    f.extend_from_slice(&[198, 18, 0, 2]);
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&target);
-    f.resize(60, 0);
-    f
+    arp(ARP_REQUEST, BROADCAST, (HOST, [198, 18, 0, 2]), ([0; 6], target))
 }
 
 fn arp_reply() -> Vec<u8> {
-    let mut f = HOST.to_vec();
-    f.extend_from_slice(&GATEWAY_MAC);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 2]);
-    f.extend_from_slice(&GATEWAY_MAC);
-    f.extend_from_slice(&[198, 18, 0, 1]);
-    f.extend_from_slice(&HOST);
-    f.extend_from_slice(&[198, 18, 0, 2]);
-    f.resize(60, 0);
-    f
+    arp(ARP_REPLY, HOST, (GATEWAY_MAC, [198, 18, 0, 1]), (HOST, [198, 18, 0, 2]))
 }
 
 fn ping(ttl: u8, reply: bool) -> Vec<u8> {

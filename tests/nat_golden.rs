@@ -22,15 +22,7 @@ fn udp(dst: Mac, src: Mac, ip_src: [u8; 4], ip_dst: [u8; 4], sport: u16, dport: 
 }
 
 fn arp_reply(sender: Mac, sender_ip: [u8; 4], target: Mac, target_ip: [u8; 4]) -> Vec<u8> {
-    let mut f = target.to_vec();
-    f.extend_from_slice(&sender);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 2]);
-    f.extend_from_slice(&sender);
-    f.extend_from_slice(&sender_ip);
-    f.extend_from_slice(&target);
-    f.extend_from_slice(&target_ip);
-    f.resize(60, 0);
-    f
+    arp(ARP_REPLY, target, (sender, sender_ip), (target, target_ip))
 }
 
 /// (MAC dst, MAC src, IP src, IP dst, sport, dport, TTL), asserting checksums.

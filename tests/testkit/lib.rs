@@ -346,6 +346,21 @@ pub fn frame_with(dst: Mac, src: Mac, ether_type: u16, payload: &[u8]) -> Vec<u8
     f
 }
 
+pub const ARP_REQUEST: u16 = 1;
+pub const ARP_REPLY: u16 = 2;
+
+/// An Ethernet/IPv4 ARP frame from `sender` to `dst`: opcode `op`, the
+/// sender's and target's hardware and protocol addresses.
+pub fn arp(op: u16, dst: Mac, sender: (Mac, [u8; 4]), target: (Mac, [u8; 4])) -> Vec<u8> {
+    let mut body = vec![0, 1, 0x08, 0x00, 6, 4];
+    body.extend_from_slice(&op.to_be_bytes());
+    body.extend_from_slice(&sender.0);
+    body.extend_from_slice(&sender.1);
+    body.extend_from_slice(&target.0);
+    body.extend_from_slice(&target.1);
+    frame_with(dst, sender.0, 0x0806, &body)
+}
+
 /// The frame with an 802.1Q tag of VID (priority PCP) after the MACs.
 pub fn tagged(frame: &[u8], vid: u16, pcp: u8) -> Vec<u8> {
     let mut f = frame.to_vec();

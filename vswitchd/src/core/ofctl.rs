@@ -247,22 +247,12 @@ fn ipv6_mask(value: &str) -> Option<(u128, u128)> {
     Some((u128::from(addr.parse::<Ipv6Addr>().ok()?) & mask, mask))
 }
 
-/// `+syn-ack`-style flags or a number with a mask.
-fn tcp_flags(value: &str) -> Option<(u64, u64)> {
+/// `+a-b`-style named flags (value, mask), or a number with a mask up to
+/// `max`.
+fn named_flags(value: &str, names: &[(&str, u64)], max: u64) -> Option<(u64, u64)> {
     if !value.starts_with(['+', '-']) {
-        return num_mask(value, 0xfff);
+        return num_mask(value, max);
     }
-    let names = [
-        ("fin", 0x001),
-        ("syn", 0x002),
-        ("rst", 0x004),
-        ("psh", 0x008),
-        ("ack", 0x010),
-        ("urg", 0x020),
-        ("ece", 0x040),
-        ("cwr", 0x080),
-        ("ns", 0x100),
-    ];
     let (mut v, mut m) = (0, 0);
     let mut rest = value;
     while !rest.is_empty() {
@@ -279,36 +269,36 @@ fn tcp_flags(value: &str) -> Option<(u64, u64)> {
     Some((v, m))
 }
 
+/// `+syn-ack`-style TCP flags or a number with a mask.
+fn tcp_flags(value: &str) -> Option<(u64, u64)> {
+    let names = [
+        ("fin", 0x001),
+        ("syn", 0x002),
+        ("rst", 0x004),
+        ("psh", 0x008),
+        ("ack", 0x010),
+        ("urg", 0x020),
+        ("ece", 0x040),
+        ("cwr", 0x080),
+        ("ns", 0x100),
+    ];
+    named_flags(value, &names, 0xfff)
+}
+
 /// `+trk+est-new`-style connection states, or a number with a mask.
 fn ct_state(value: &str) -> Option<(u64, u64)> {
     use super::conntrack::state;
-    if !value.starts_with(['+', '-']) {
-        return num_mask(value, 0xff);
-    }
     let names = [
-        ("new", state::NEW),
-        ("est", state::EST),
-        ("rel", state::REL),
-        ("rpl", state::RPL),
-        ("inv", state::INV),
-        ("trk", state::TRK),
-        ("snat", state::SNAT),
-        ("dnat", state::DNAT),
+        ("new", state::NEW.into()),
+        ("est", state::EST.into()),
+        ("rel", state::REL.into()),
+        ("rpl", state::RPL.into()),
+        ("inv", state::INV.into()),
+        ("trk", state::TRK.into()),
+        ("snat", state::SNAT.into()),
+        ("dnat", state::DNAT.into()),
     ];
-    let (mut v, mut m) = (0u64, 0u64);
-    let mut rest = value;
-    while !rest.is_empty() {
-        let set = rest.starts_with('+');
-        rest = &rest[1..];
-        let end = rest.find(['+', '-']).unwrap_or(rest.len());
-        let bit = u64::from(names.iter().find(|(n, _)| *n == &rest[..end])?.1);
-        m |= bit;
-        if set {
-            v |= bit;
-        }
-        rest = &rest[end..];
-    }
-    Some((v, m))
+    named_flags(value, &names, 0xff)
 }
 
 fn match_field(
@@ -765,6 +755,14 @@ mod tests {
         parse_flow(text, &ports)
     }
 
+    /// Each flow is refused with an error that mentions what it must.
+    fn assert_refused(cases: &[(&str, &str)]) {
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(expected), "{text:?} gave {err:?}, expected it to mention {expected:?}");
+        }
+    }
+
     #[test]
     fn a_typical_acl() {
         let f =
@@ -881,16 +879,13 @@ mod tests {
         let plain = parse("actions=ct(nat,table=1)").unwrap();
         let expected = CtRequest { nat: true, ..CtRequest::default() };
         assert_eq!(plain.actions, vec![Action::Ct { request: expected, table: Some(1) }]);
-        for (text, why) in [
+        assert_refused(&[
             ("actions=ct(nat(src=1.2.3.4))", "needs commit"),
             ("actions=ct(commit,nat(src=1.2.3))", "not an IPv4 address"),
             ("actions=ct(commit,nat(dst=1.2.3.4:0))", "port 1-65535"),
             ("actions=ct(commit,bogus)", "unknown ct argument 'bogus'"),
             ("ct_state=+trk+nope,actions=drop", "'ct_state=+trk+nope'"),
-        ] {
-            let err = parse(text).unwrap_err();
-            assert!(err.contains(why), "{text:?} gave {err:?}, expected it to mention {why:?}");
-        }
+        ]);
     }
 
     #[test]
@@ -907,10 +902,7 @@ mod tests {
             ("reg8=1,actions=drop", "unknown field 'reg8'"),
             ("reg0=0x100000000,actions=drop", "32-bit"),
         ];
-        for (text, expected) in cases {
-            let err = parse(text).unwrap_err();
-            assert!(err.contains(expected), "{text:?} gave {err:?}, expected it to mention {expected:?}");
-        }
+        assert_refused(&cases);
     }
 
     #[test]
@@ -943,10 +935,7 @@ mod tests {
             ("actions=drop,output:1", "only action"),
             ("tcp=1,actions=drop", "takes no value"),
         ];
-        for (text, expected) in cases {
-            let err = parse(text).unwrap_err();
-            assert!(err.contains(expected), "{text:?} gave {err:?}, expected it to mention {expected:?}");
-        }
+        assert_refused(&cases);
     }
 
     #[test]
