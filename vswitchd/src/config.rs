@@ -121,7 +121,7 @@ impl InterfaceConfig {
     }
 }
 
-pub const INTERFACE_TYPES: [&str; 4] = ["system", "internal", "tap", "pcap"];
+pub const INTERFACE_TYPES: [&str; 6] = ["system", "internal", "tap", "pcap", "vxlan", "gre"];
 
 impl BridgeConfig {
     /// The datapath settings from `other_config`, which `set` validated.

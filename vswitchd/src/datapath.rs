@@ -12,6 +12,10 @@
 //! a second devices are maintained (a vanished interface goes down, a
 //! returning one is reopened).
 //!
+//! Tunnel sockets are read here too, not by a port: one socket serves
+//! every tunnel port of its endpoint, in any bridge, and a received
+//! packet's source and key say which port it came in on.
+//!
 //! Requests are handled between batches, in order, which is what makes a
 //! replay acknowledged only once every frame has been switched.
 //!
@@ -39,8 +43,12 @@ use crate::core::conntrack::{Tuple, PROTO_TCP, PROTO_UDP};
 use crate::core::ofctl::FlowSpec;
 use crate::core::offload::Offload;
 use crate::core::packet::{format_mac, Malformation};
+use crate::core::tunnel::{
+    decap_gre_packet, decap_vxlan, Decapsulated, Endpoint, TunnelKind, TunnelMap, TunnelMeta,
+};
 use crate::core::{DropReason, Timestamp};
 use crate::nat;
+use crate::ports::tunnel::{TunnelRx, TunnelSocket};
 use crate::ports::{PacketBatch, PortDevice, BATCH_SIZE};
 
 /// Devices opened for a new configuration, by (bridge, port).
@@ -147,6 +155,27 @@ impl Transmit for TxQueues {
         }
         self.0[i].push(frame, offload);
     }
+
+    fn transmit_tunneled(&mut self, port: u16, frame: &[u8], offload: &Offload, tunnel: &TunnelMeta) {
+        let i = usize::from(port);
+        if self.0.len() <= i {
+            self.0.resize_with(i + 1, PacketBatch::default);
+        }
+        self.0[i].push_tunneled(frame, offload, tunnel);
+    }
+}
+
+/// A tunnel socket and the ports, as (bridge, OpenFlow port), it serves.
+struct TunnelEndpoint {
+    socket: Arc<TunnelSocket>,
+    ports: TunnelMap<(String, u16)>,
+}
+
+/// What a descriptor in the epoll set belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Port(String, String),
+    Tunnel(Endpoint),
 }
 
 pub struct Datapath {
@@ -155,6 +184,9 @@ pub struct Datapath {
     warp_ms: u64,
     tx: TxQueues,
     rx: PacketBatch,
+    tunnels: BTreeMap<Endpoint, TunnelEndpoint>,
+    /// Allocated with the first tunnel port.
+    tunnel_rx: Option<Box<TunnelRx>>,
 }
 
 impl Default for Datapath {
@@ -165,6 +197,8 @@ impl Default for Datapath {
             warp_ms: 0,
             tx: TxQueues::default(),
             rx: PacketBatch::default(),
+            tunnels: BTreeMap::new(),
+            tunnel_rx: None,
         }
     }
 }
@@ -215,10 +249,78 @@ impl Datapath {
                 runtime.core.set_port(pconfig.ofport, pname, pconfig.vlan());
                 runtime.core.set_isolated(pconfig.ofport, pconfig.isolated);
                 runtime.core.set_port_address(pconfig.ofport, pconfig.address());
+                let is_tunnel = runtime.ports.get(pname).is_some_and(|p| p.device.tunnel().is_some());
+                runtime.core.set_tunnel(pconfig.ofport, is_tunnel);
             }
             install_nat_flows(&mut runtime.core, bconfig, now);
         }
+        self.map_tunnels();
         self.drain_all();
+    }
+
+    /// Rebuilds which tunnel port each endpoint's packets can be for.
+    fn map_tunnels(&mut self) {
+        self.tunnels.clear();
+        for (bname, runtime) in &self.bridges {
+            for port in runtime.ports.values() {
+                let Some((socket, config)) = port.device.tunnel() else { continue };
+                let endpoint = self.tunnels.entry(socket.endpoint).or_insert_with(|| TunnelEndpoint {
+                    socket: socket.clone(),
+                    ports: TunnelMap::default(),
+                });
+                endpoint.ports.insert(*config, (bname.clone(), port.ofport));
+            }
+        }
+        if !self.tunnels.is_empty() && self.tunnel_rx.is_none() {
+            self.tunnel_rx = Some(Box::default());
+        }
+    }
+
+    /// Takes one batch from a tunnel socket and switches each packet on
+    /// the port it is for; returns how many packets it took.
+    fn receive_from_tunnel(&mut self, endpoint: &Endpoint) -> usize {
+        let now = self.now();
+        let (Some(ep), Some(rx)) = (self.tunnels.get(endpoint), self.tunnel_rx.as_mut()) else { return 0 };
+        let n = ep.socket.recv_batch(rx);
+        // Frames are queued per bridge; a bridge's queue is sent before
+        // another bridge queues into the shared queues.
+        let mut current: Option<&str> = None;
+        for i in 0..n {
+            let Some((src, dst, payload)) = rx.get(i) else { continue };
+            let decapsulated = match endpoint.kind {
+                TunnelKind::Vxlan => decap_vxlan(payload).map(|(vni, inner)| Decapsulated {
+                    kind: TunnelKind::Vxlan,
+                    src,
+                    dst,
+                    key: Some(vni),
+                    inner,
+                }),
+                TunnelKind::Gre => decap_gre_packet(payload),
+            };
+            let found = decapsulated.and_then(|d| ep.ports.find(d.src, d.key).map(|(_, port)| (d, port)));
+            let (packet, (bridge, ofport)) = match found {
+                Ok(found) => found,
+                Err(drop) => {
+                    ep.socket.count(drop);
+                    continue;
+                }
+            };
+            if current != Some(bridge.as_str()) {
+                if let Some(previous) = current.and_then(|c| self.bridges.get_mut(c)) {
+                    Self::transmit_queued(previous, &mut self.tx);
+                }
+                current = Some(bridge);
+                if let Some(runtime) = self.bridges.get_mut(bridge) {
+                    runtime.core.tick(now);
+                }
+            }
+            let Some(runtime) = self.bridges.get_mut(bridge) else { continue };
+            runtime.core.receive_tunneled(now, *ofport, packet.inner.into(), &packet.meta(), &mut self.tx);
+        }
+        if let Some(runtime) = current.and_then(|c| self.bridges.get_mut(c)) {
+            Self::transmit_queued(runtime, &mut self.tx);
+        }
+        n
     }
 
     /// Which ports of `new` need a device opened: new ones, and those whose
@@ -567,24 +669,28 @@ impl Datapath {
         }
     }
 
-    /// Every receiving device's descriptor, with the port it belongs to.
-    fn rx_fds(&self) -> HashMap<RawFd, (String, String)> {
+    /// Every receiving device's and tunnel socket's descriptor, with what
+    /// it belongs to.
+    fn rx_fds(&self) -> HashMap<RawFd, Source> {
         let mut fds = HashMap::new();
         for (bname, runtime) in &self.bridges {
             for (pname, port) in &runtime.ports {
                 if let Some(fd) = port.device.rx_fd() {
-                    fds.insert(fd, (bname.clone(), pname.clone()));
+                    fds.insert(fd, Source::Port(bname.clone(), pname.clone()));
                 }
             }
+        }
+        for (endpoint, ep) in &self.tunnels {
+            fds.insert(ep.socket.fd(), Source::Tunnel(*endpoint));
         }
         fds
     }
 }
 
-/// The epoll set of the datapath thread and which port each descriptor is.
+/// The epoll set of the datapath thread and what each descriptor is.
 struct Readiness {
     epoll: Epoll,
-    ports: HashMap<RawFd, (String, String)>,
+    ports: HashMap<RawFd, Source>,
 }
 
 impl Readiness {
@@ -597,7 +703,7 @@ impl Readiness {
     /// Brings the epoll set in line with the devices' current descriptors.
     /// A descriptor number can be reused by a new device, so survivors are
     /// re-registered rather than trusted.
-    fn sync(&mut self, current: HashMap<RawFd, (String, String)>) {
+    fn sync(&mut self, current: HashMap<RawFd, Source>) {
         for fd in self.ports.keys() {
             if !current.contains_key(fd) {
                 // SAFETY: only used for the duration of this call; if the fd
@@ -676,9 +782,12 @@ fn run(inbox: Receiver<Request>, wake: Arc<EventFd>) {
                 let _ = wake.read();
                 continue;
             }
-            let Some((bridge, port)) = readiness.ports.get(&(token as RawFd)) else { continue };
+            let Some(source) = readiness.ports.get(&(token as RawFd)) else { continue };
             for _ in 0..BATCHES_PER_WAKE {
-                let taken = datapath.receive_from(bridge, port);
+                let taken = match source {
+                    Source::Port(bridge, port) => datapath.receive_from(bridge, port),
+                    Source::Tunnel(endpoint) => datapath.receive_from_tunnel(endpoint),
+                };
                 frames_this_wake += taken;
                 if taken > 0 {
                     hot_until = Instant::now() + POLL_AFTER_TRAFFIC;

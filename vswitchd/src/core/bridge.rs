@@ -28,6 +28,7 @@ use super::packet::{
 };
 use super::rewrite;
 use super::router::{Egress, Interface, Routed, Router};
+use super::tunnel::TunnelMeta;
 use super::vlan::PortVlan;
 use super::{DropReason, Timestamp};
 
@@ -35,6 +36,13 @@ use super::{DropReason, Timestamp};
 /// each queue to its device once the batch is done.
 pub trait Transmit {
     fn transmit(&mut self, port: u16, frame: &[u8], offload: &Offload);
+
+    /// A frame for a tunnel port, with the tunnel metadata its
+    /// encapsulation may take the key and remote end from.
+    fn transmit_tunneled(&mut self, port: u16, frame: &[u8], offload: &Offload, tunnel: &TunnelMeta) {
+        let _ = tunnel;
+        self.transmit(port, frame, offload);
+    }
 }
 
 /// A transmit sink that keeps every frame, for tests.
@@ -86,6 +94,8 @@ pub struct BridgePort {
     pub vlan: PortVlan,
     /// Isolated ports never reach each other through NORMAL.
     pub isolated: bool,
+    /// A tunnel port: frames leave it with their tunnel metadata.
+    pub tunnel: bool,
     pub counters: PortCounters,
 }
 
@@ -187,6 +197,9 @@ pub struct Bridge {
     routed: Vec<u8>,
     /// Uplink ports' addresses and next hops (`set port P ip= nexthop=`).
     port_addresses: std::collections::BTreeMap<u16, (Gateway, Option<u32>)>,
+    /// The tunnel metadata of the frame being switched, as received and
+    /// then as `set_tunnel`/`set_field` leave it: what tunnel ports send with.
+    tunnel: TunnelMeta,
 }
 
 impl Default for Bridge {
@@ -227,6 +240,7 @@ impl Bridge {
             router: Router::default(),
             routed: Vec::new(),
             port_addresses: Default::default(),
+            tunnel: TunnelMeta::default(),
         };
         let normal = FlowSpec {
             table: 0,
@@ -522,6 +536,7 @@ impl Bridge {
                     name: name.to_owned(),
                     vlan,
                     isolated: false,
+                    tunnel: false,
                     counters: PortCounters::default(),
                 });
             }
@@ -531,6 +546,12 @@ impl Bridge {
     pub fn set_isolated(&mut self, ofport: u16, isolated: bool) {
         if let Some(Some(port)) = self.ports.get_mut(usize::from(ofport)) {
             port.isolated = isolated;
+        }
+    }
+
+    pub fn set_tunnel(&mut self, ofport: u16, tunnel: bool) {
+        if let Some(Some(port)) = self.ports.get_mut(usize::from(ofport)) {
+            port.tunnel = tunnel;
         }
     }
 
@@ -575,15 +596,21 @@ impl Bridge {
         packets: impl IntoIterator<Item = P>,
         tx: &mut impl Transmit,
     ) {
+        self.tick(now);
+        for packet in packets {
+            self.receive(now, in_port, packet.into(), tx);
+        }
+    }
+
+    /// Ages MAC entries, and every [`FLOW_EXPIRY_EVERY_MS`] flows and
+    /// connections: once per batch, before its frames.
+    pub fn tick(&mut self, now: Timestamp) {
         self.mac.expire(now);
         if now.millis() >= self.next_flow_expiry {
             self.expire_flows(now);
             // A full sweep of the connection table every few seconds.
             self.conntrack.expire(now, self.conntrack.len() / 4 + 64);
             self.next_flow_expiry = now.millis() + FLOW_EXPIRY_EVERY_MS;
-        }
-        for packet in packets {
-            self.receive(now, in_port, packet.into(), tx);
         }
     }
 
@@ -596,12 +623,37 @@ impl Bridge {
         packet: Packet,
         tx: &mut impl Transmit,
     ) -> Disposition {
+        self.receive_inner(now, in_port, packet, None, tx)
+    }
+
+    /// Switches one frame a tunnel port took out of its tunnel; `tunnel`
+    /// becomes its `tun_id`, `tun_src` and `tun_dst`.
+    pub fn receive_tunneled(
+        &mut self,
+        now: Timestamp,
+        in_port: u16,
+        packet: Packet,
+        tunnel: &TunnelMeta,
+        tx: &mut impl Transmit,
+    ) -> Disposition {
+        self.receive_inner(now, in_port, packet, Some(tunnel), tx)
+    }
+
+    #[inline(always)]
+    fn receive_inner(
+        &mut self,
+        now: Timestamp,
+        in_port: u16,
+        packet: Packet,
+        tunnel: Option<&TunnelMeta>,
+        tx: &mut impl Transmit,
+    ) -> Disposition {
         let Some(Some(input)) = self.ports.get_mut(usize::from(in_port)) else {
             return Disposition::Dropped(DropReason::NoDestination);
         };
         input.counters.rx_packets += 1;
         input.counters.rx_bytes += packet.data.len() as u64;
-        let disposition = match self.process(now, in_port, packet, tx) {
+        let disposition = match self.process(now, in_port, packet, tunnel, tx) {
             Ok(outputs) => {
                 self.forwarded += 1;
                 Disposition::Forwarded { outputs }
@@ -623,9 +675,17 @@ impl Bridge {
         now: Timestamp,
         in_port: u16,
         packet: Packet,
+        tunnel: Option<&TunnelMeta>,
         tx: &mut impl Transmit,
     ) -> Result<u16, DropReason> {
         let l2 = self.key.extract_into(packet.data, in_port)?;
+        self.tunnel = match tunnel {
+            Some(meta) => {
+                meta.store(&mut self.key.words);
+                *meta
+            }
+            None => TunnelMeta::default(),
+        };
         if let Some(m) = self.key.malformed {
             let input = self.ports[usize::from(in_port)].as_mut().expect("checked by receive");
             input.counters.malformed[m as usize] += 1;
@@ -674,8 +734,11 @@ impl Bridge {
         for action in actions {
             let current = Packet { data: copy.as_deref().unwrap_or(packet.data), offload };
             match action {
-                // The tunnel id matters only to tunnel ports, which read
-                // it from the decision; nothing in the frame changes.
+                // Tunnel metadata is what tunnel ports send with; nothing
+                // in the frame changes.
+                Action::SetField(Field::TunId, id) => self.tunnel.id = *id,
+                Action::SetField(Field::TunSrc, ip) => self.tunnel.src = *ip as u32,
+                Action::SetField(Field::TunDst, ip) => self.tunnel.dst = *ip as u32,
                 Action::SetField(field, _) if !field.in_frame() => {}
                 Action::SetField(field, value) => {
                     let frame = own_copy(&mut copy, &mut self.rewritten, packet.data);
@@ -786,6 +849,7 @@ impl Bridge {
         Field::CtZone.set(&mut key.words, result.zone.into());
         Field::CtMark.set(&mut key.words, result.mark.into());
         Field::Recirc.set(&mut key.words, u64::from(table) + 1);
+        self.tunnel.store(&mut key.words);
         let decided = self.cache.decide(&self.tables, &key.words);
         decided.hit(frame.len() as u64, origin.now);
         let recirculated = Packet { data: frame, offload: *offload };
@@ -882,7 +946,11 @@ impl Bridge {
         };
         out.counters.tx_packets += 1;
         out.counters.tx_bytes += packet.data.len() as u64;
-        tx.transmit(port, packet.data, &packet.offload);
+        if out.tunnel {
+            tx.transmit_tunneled(port, packet.data, &packet.offload, &self.tunnel);
+        } else {
+            tx.transmit(port, packet.data, &packet.offload);
+        }
         true
     }
 
@@ -965,7 +1033,11 @@ impl Bridge {
         };
         out.counters.tx_packets += 1;
         out.counters.tx_bytes += bytes.len() as u64;
-        tx.transmit(port, bytes, &offload);
+        if out.tunnel {
+            tx.transmit_tunneled(port, bytes, &offload, &self.tunnel);
+        } else {
+            tx.transmit(port, bytes, &offload);
+        }
         true
     }
 }

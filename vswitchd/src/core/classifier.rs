@@ -34,8 +34,8 @@ type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 /// tracker's answer and the table to go on in (`recirc`). The rest is
 /// pipeline state that starts at zero for every lookup (`metadata`,
 /// `reg0`-`reg7`), so the exact-match cache keys on the first part only.
-pub const WORDS: usize = 18;
-pub const PACKET_WORDS: usize = 13;
+pub const WORDS: usize = 19;
+pub const PACKET_WORDS: usize = 14;
 pub type Words = [u64; WORDS];
 
 /// A field's place in the packed key: word, shift and width in bits.
@@ -61,6 +61,10 @@ pub enum Field {
     ArpSha,
     ArpTha,
     TunId,
+    /// The outer IPv4 source and destination of a tunnelled packet;
+    /// `tun_dst` also picks the remote end of a `remote_ip=flow` port.
+    TunSrc,
+    TunDst,
     CtMark,
     CtZone,
     CtState,
@@ -94,17 +98,19 @@ impl Field {
             Field::ArpSha => (9, 16, 48),
             Field::ArpTha => (10, 16, 48),
             Field::TunId => (11, 0, 64),
-            Field::CtMark => (12, 32, 32),
-            Field::CtZone => (12, 16, 16),
-            Field::CtState => (12, 8, 8),
-            Field::Recirc => (12, 0, 8),
-            Field::Metadata => (13, 0, 64),
+            Field::TunSrc => (12, 32, 32),
+            Field::TunDst => (12, 0, 32),
+            Field::CtMark => (13, 32, 32),
+            Field::CtZone => (13, 16, 16),
+            Field::CtState => (13, 8, 8),
+            Field::Recirc => (13, 0, 8),
+            Field::Metadata => (14, 0, 64),
             // Two registers per word, reg0 in the high half.
-            Field::Reg(n) => (14 + (n as usize & 7) / 2, if n % 2 == 0 { 32 } else { 0 }, 32),
+            Field::Reg(n) => (15 + (n as usize & 7) / 2, if n % 2 == 0 { 32 } else { 0 }, 32),
         }
     }
 
-    pub const ALL: [Field; 33] = [
+    pub const ALL: [Field; 35] = [
         Field::InPort,
         Field::DlType,
         Field::VlanTci,
@@ -125,6 +131,8 @@ impl Field {
         Field::ArpSha,
         Field::ArpTha,
         Field::TunId,
+        Field::TunSrc,
+        Field::TunDst,
         Field::CtMark,
         Field::CtZone,
         Field::CtState,
@@ -162,6 +170,8 @@ impl Field {
             Field::ArpSha => "arp_sha",
             Field::ArpTha => "arp_tha",
             Field::TunId => "tun_id",
+            Field::TunSrc => "tun_src",
+            Field::TunDst => "tun_dst",
             Field::CtMark => "ct_mark",
             Field::CtZone => "ct_zone",
             Field::CtState => "ct_state",
@@ -177,6 +187,8 @@ impl Field {
         !matches!(
             self,
             Field::TunId
+                | Field::TunSrc
+                | Field::TunDst
                 | Field::Metadata
                 | Field::Reg(_)
                 | Field::CtMark
@@ -184,6 +196,12 @@ impl Field {
                 | Field::CtState
                 | Field::Recirc
         )
+    }
+
+    /// Tunnel metadata: set by actions for the tunnel port a packet leaves
+    /// by, so (unlike registers) the executor must see the writes.
+    pub fn is_tunnel(self) -> bool {
+        matches!(self, Field::TunId | Field::TunSrc | Field::TunDst)
     }
 
     pub fn bits(self) -> u32 {
@@ -759,7 +777,7 @@ impl Tables {
 /// value the new one carries over (a partial load), which the megaflow
 /// must then hold exactly.
 fn write_field(key: &mut Words, d: &mut Decision, field: Field, value: u64, kept: u64) {
-    if field.in_frame() || field == Field::TunId {
+    if field.in_frame() || field.is_tunnel() {
         if kept != 0 {
             field.widen(&mut d.wildcards, kept);
         }

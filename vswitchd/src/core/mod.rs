@@ -16,6 +16,7 @@ pub mod offload;
 pub mod packet;
 pub mod rewrite;
 pub mod router;
+pub mod tunnel;
 pub mod vlan;
 
 /// Datapath time in milliseconds from an arbitrary origin. The shell derives

@@ -191,7 +191,7 @@ fn shorthand(word: &str) -> Option<(u16, Option<u8>)> {
     })
 }
 
-fn parse_num(s: &str) -> Option<u64> {
+pub(crate) fn parse_num(s: &str) -> Option<u64> {
     let s = s.trim();
     match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
@@ -424,6 +424,10 @@ fn match_field(
             let (v, mk) = num_mask(value, u64::MAX).ok_or_else(|| bad("a 64-bit value[/mask]"))?;
             m.with(Field::TunId, v, mk)
         }
+        "tun_src" | "tun_dst" => {
+            let (v, mk) = ipv4_mask(value).ok_or_else(|| bad("an IPv4 address[/prefix or /mask]"))?;
+            m.with(if key == "tun_src" { Field::TunSrc } else { Field::TunDst }, v, mk)
+        }
         "ct_state" => {
             let (v, mk) = ct_state(value).ok_or_else(|| {
                 bad("flags such as +trk+est-new (new, est, rel, rpl, inv, trk, snat, dnat), or a value/mask")
@@ -495,6 +499,8 @@ fn field_by_name(name: &str) -> Option<Field> {
         "arp_sha" | "NXM_NX_ARP_SHA" => Field::ArpSha,
         "arp_tha" | "NXM_NX_ARP_THA" => Field::ArpTha,
         "tun_id" | "tunnel_id" | "NXM_NX_TUN_ID" => Field::TunId,
+        "tun_src" | "NXM_NX_TUN_IPV4_SRC" => Field::TunSrc,
+        "tun_dst" | "NXM_NX_TUN_IPV4_DST" => Field::TunDst,
         "metadata" | "OXM_OF_METADATA" => Field::Metadata,
         _ => register(name)?,
     })
@@ -513,6 +519,8 @@ fn writable(field: Field) -> bool {
             | Field::TpSrc
             | Field::TpDst
             | Field::TunId
+            | Field::TunSrc
+            | Field::TunDst
             | Field::Metadata
             | Field::Reg(_)
     )
@@ -635,6 +643,8 @@ fn set_field(value: &str, field: &str) -> Option<Action> {
         }
         "metadata" => Action::SetField(Field::Metadata, parse_num(value)?),
         "tun_id" | "tunnel_id" => Action::SetField(Field::TunId, parse_num(value)?),
+        "tun_src" => Action::SetField(Field::TunSrc, ipv4()?),
+        "tun_dst" => Action::SetField(Field::TunDst, ipv4()?),
         _ => Action::SetField(register(field)?, parse_num(value).filter(|v| *v <= u64::from(u32::MAX))?),
     })
 }

@@ -15,15 +15,18 @@ pub mod afpacket;
 pub mod pcap;
 pub mod sys;
 pub mod tap;
+pub mod tunnel;
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use proto::{ErrorCode, RpcError};
 
 use crate::config::InterfaceConfig;
 use crate::core::bridge::Packet;
 use crate::core::offload::Offload;
+use crate::core::tunnel::{TunnelConfig, TunnelMeta};
 
 /// Frames move in batches of this many.
 pub const BATCH_SIZE: usize = 32;
@@ -62,6 +65,12 @@ pub trait PortDevice: Send {
     fn device_drops(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+
+    /// For a tunnel port, the socket the datapath receives its packets
+    /// from and its configuration, to tell its packets from others'.
+    fn tunnel(&self) -> Option<(&Arc<tunnel::TunnelSocket>, &TunnelConfig)> {
+        None
+    }
 }
 
 /// Frames with their offload metadata in one reusable buffer: what a
@@ -71,6 +80,9 @@ pub struct PacketBatch {
     data: Vec<u8>,
     ends: Vec<usize>,
     offloads: Vec<Offload>,
+    /// Each frame's tunnel metadata, in a tunnel port's queue (where every
+    /// frame has one); empty in any other.
+    tunnels: Vec<TunnelMeta>,
 }
 
 impl PacketBatch {
@@ -78,6 +90,17 @@ impl PacketBatch {
         self.data.extend_from_slice(frame);
         self.ends.push(self.data.len());
         self.offloads.push(*offload);
+    }
+
+    /// Appends a frame for a tunnel port.
+    pub fn push_tunneled(&mut self, frame: &[u8], offload: &Offload, tunnel: &TunnelMeta) {
+        self.push(frame, offload);
+        self.tunnels.push(*tunnel);
+    }
+
+    /// Frame `i`'s tunnel metadata (none if it was pushed without).
+    pub fn tunnel(&self, i: usize) -> TunnelMeta {
+        self.tunnels.get(i).copied().unwrap_or_default()
     }
 
     /// Appends one frame given in pieces (e.g. with a VLAN tag put back).
@@ -101,6 +124,7 @@ impl PacketBatch {
         self.data.clear();
         self.ends.clear();
         self.offloads.clear();
+        self.tunnels.clear();
     }
 
     pub fn get(&self, i: usize) -> Option<Packet<'_>> {
@@ -152,9 +176,10 @@ pub fn open(port: &str, interface: &InterfaceConfig) -> Result<Box<dyn PortDevic
         "system" => Ok(Box::new(afpacket::AfPacket::open(port))),
         "tap" => Ok(Box::new(tap::Tap::open(port, false))),
         "internal" => Ok(Box::new(tap::Tap::open(port, true))),
-        kind => Ok(Box::new(Unavailable::new(format!(
-            "interface type {kind} is not supported by this vswitchd yet: only type=pcap ports carry traffic"
-        )))),
+        "vxlan" | "gre" => Ok(Box::new(tunnel::TunnelPort::open(interface)?)),
+        kind => {
+            Ok(Box::new(Unavailable::new(format!("interface type {kind} is not supported by this vswitchd"))))
+        }
     }
 }
 

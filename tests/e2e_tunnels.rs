@@ -1,0 +1,255 @@
+//! Overlays across "hosts", end to end: hosts A and B are namespaces that
+//! each run their own vswitchd, joined by an underlay veth (198.19.0.0/24),
+//! with a container each in one subnet (198.18.0.0/24), as Docker's overlay
+//! network joins containers on two machines. Host C runs no vswitchd: its
+//! container sits behind the kernel's own `vxlan` or `gretap` device, a
+//! peer no one here wrote, on a second underlay link to A (198.19.1.0/24).
+//! A is the hub: B reaches C through A, as OVS relays between tunnels.
+//!
+//! Every container has MTU 1450, the overlay MTU Docker uses, so inner
+//! frames fit a 1500-byte underlay without fragments.
+//! Root only; CI runs them, one at a time (see .config/nextest.toml).
+
+use std::time::Duration;
+
+use testkit::lab::*;
+
+const VNI: &str = "42";
+
+/// Host C: the kernel's tunnel device and its container.
+struct KernelPeer {
+    host: Netns,
+    container: Netns,
+}
+
+/// The test's hosts; fields drop (and so are deleted) in order.
+struct Overlay {
+    a: Lab,
+    b: Lab,
+    c: Option<KernelPeer>,
+}
+
+/// Whether this kernel can make a device of `kind` (some kernels are
+/// built without GRE); tried in a namespace of the test's own.
+fn kernel_has(prefix: &str, kind: &str) -> bool {
+    let probe = Netns::new(format!("{prefix}-probe"));
+    run(probe.command("ip").args(["link", "add", "probe0", "type", kind])).status.success()
+}
+
+/// Builds the hosts with `kind` tunnels (`vxlan` or `gre`) keyed 42;
+/// `kernel_device` is the `ip link add ... type ...` tail for host C's
+/// device, `None` for no host C.
+fn overlay(tag: &str, kind: &str, kernel_device: Option<&[&str]>) -> Overlay {
+    let mut a = Lab::new(&format!("{tag}a"));
+    let mut b = Lab::new(&format!("{tag}b"));
+    underlay(&a.switch_ns, "ul-b", "198.19.0.1/24", &b.switch_ns, "ul-a", "198.19.0.2/24");
+    for (lab, n) in [(&mut a, 1u8), (&mut b, 2u8)] {
+        lab.sw.ok(&["add-br", "br0"]);
+        lab.container("br0", n, &["--mtu", "1450"]);
+    }
+    let tunnel = |lab: &Lab, port: &str, remote: &str| {
+        let kind = format!("type={kind}");
+        let remote = format!("options:remote_ip={remote}");
+        let key = format!("options:key={VNI}");
+        lab.sw.ok(&["add-port", "br0", port, "--", "set", "interface", port, &kind, &remote, &key]);
+    };
+    tunnel(&a, "to-b", "198.19.0.2");
+    tunnel(&b, "to-a", "198.19.0.1");
+    let c = kernel_device.map(|device| kernel_peer(&a, device));
+    if c.is_some() {
+        tunnel(&a, "to-c", "198.19.1.3");
+    }
+    Overlay { a, b, c }
+}
+
+/// A veth from `left` to `right` with an address at each end.
+fn underlay(left: &Netns, ldev: &str, lcidr: &str, right: &Netns, rdev: &str, rcidr: &str) {
+    left.ip(&["link", "add", ldev, "type", "veth", "peer", "name", rdev, "netns", &right.name]);
+    for (ns, dev, cidr) in [(left, ldev, lcidr), (right, rdev, rcidr)] {
+        ns.ip(&["addr", "add", cidr, "dev", dev]);
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+}
+
+/// Host C on a second underlay link to A: the kernel's tunnel device and
+/// a veth to its container on a Linux bridge, all inside C's namespace.
+fn kernel_peer(a: &Lab, kernel_device: &[&str]) -> KernelPeer {
+    let host = Netns::new(format!("{}-host", a.prefix()));
+    let container = Netns::new(format!("{}-kc", a.prefix()));
+    underlay(&a.switch_ns, "ul-c", "198.19.1.1/24", &host, "ul-a", "198.19.1.3/24");
+    let mut device = vec!["link", "add", "tun0", "type"];
+    device.extend_from_slice(kernel_device);
+    host.ip(&device);
+    host.ip(&["link", "add", "br0", "type", "bridge"]);
+    host.ip(&[
+        "link",
+        "add",
+        "vc",
+        "mtu",
+        "1450",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &container.name,
+    ]);
+    for dev in ["tun0", "vc"] {
+        host.ip(&["link", "set", dev, "master", "br0"]);
+        host.ip(&["link", "set", dev, "up"]);
+    }
+    host.ip(&["link", "set", "br0", "up"]);
+    container.ip(&["link", "set", "eth0", "mtu", "1450"]);
+    container.ip(&["addr", "add", "198.18.0.3/24", "dev", "eth0"]);
+    container.ip(&["link", "set", "eth0", "up"]);
+    KernelPeer { host, container }
+}
+
+/// iperf3 TCP for 5 s from `client` to `server_ip` (served in `server`);
+/// returns Gbit/s, insisting the run succeeded and carried data.
+fn iperf3_gbps(server: &Netns, server_ip: &str, client: &Netns) -> f64 {
+    let _server = server.spawn("iperf3", &["-s", "-1", "-B", server_ip]);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = client
+        .spawn("iperf3", &["-c", server_ip, "-J", "--connect-timeout", "3000", "-t", "5"])
+        .wait_output(Duration::from_secs(20));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success(), "iperf3 failed: {report}");
+    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap();
+    assert!(received > 10_000_000, "only {received} bytes crossed the overlay in 5 s");
+    report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e9
+}
+
+/// Two namespaces joined by an underlay veth, each with a kernel `kind`
+/// device (198.18.9.1 and .2) over it: the kernel's own overlay, for the
+/// figure next to ours.
+fn kernel_to_kernel_gbps(prefix: &str, kind: &[&str]) -> f64 {
+    let k1 = Netns::new(format!("{prefix}-k1"));
+    let k2 = Netns::new(format!("{prefix}-k2"));
+    k1.ip(&["link", "add", "ul", "type", "veth", "peer", "name", "ul", "netns", &k2.name]);
+    for (ns, me, peer, host) in
+        [(&k1, "198.19.2.1", "198.19.2.2", "198.18.9.1"), (&k2, "198.19.2.2", "198.19.2.1", "198.18.9.2")]
+    {
+        ns.ip(&["addr", "add", &format!("{me}/24"), "dev", "ul"]);
+        ns.ip(&["link", "set", "ul", "up"]);
+        let mut device = vec!["link", "add", "tun0", "type"];
+        device.extend_from_slice(kind);
+        device.extend_from_slice(&["remote", peer, "local", me]);
+        ns.ip(&device);
+        ns.ip(&["link", "set", "tun0", "mtu", "1450"]);
+        ns.ip(&["addr", "add", &format!("{host}/24"), "dev", "tun0"]);
+        ns.ip(&["link", "set", "tun0", "up"]);
+    }
+    assert!(k1.pings("198.18.9.2", 2), "the kernel's own overlay does not work here");
+    iperf3_gbps(&k2, "198.18.9.2", &k1)
+}
+
+/// Everything both kinds must do: containers on A and B ping each other
+/// (and the kernel's container on C, when there is one), TCP crosses A-B
+/// for 5 s, and the tunnel ports learn MACs and count what they carried.
+fn overlay_works(o: &Overlay, kind: &str) -> f64 {
+    let (ca, cb) = (o.a.c(0), o.b.c(0));
+    assert!(ca.pings("198.18.0.2", 3), "A's container cannot reach B's over {kind}");
+    assert!(cb.pings("198.18.0.1", 3), "B's container cannot reach A's over {kind}");
+    let mut learned = vec![(mac_of(cb), "to-b")];
+    if let Some(c) = &o.c {
+        assert!(ca.pings("198.18.0.3", 3), "A's container cannot reach the kernel {kind} peer's");
+        assert!(cb.pings("198.18.0.3", 3), "B's container cannot reach the kernel {kind} peer's through A");
+        assert!(c.container.pings("198.18.0.1", 2), "the kernel {kind} peer's container cannot reach A's");
+        learned.push((mac_of(&c.container), "to-c"));
+    }
+    // MACs behind a tunnel port are learned like any other port's.
+    let fdb = o.a.sw.fdb("br0");
+    for (mac, port) in learned {
+        assert!(
+            fdb.iter().any(|(p, _, m)| p == port && *m == mac),
+            "A did not learn {mac} on {port}: {fdb:?}"
+        );
+    }
+
+    let gbps = iperf3_gbps(cb, "198.18.0.2", ca);
+    let stats = o.a.sw.port_stats("br0", "to-b");
+    // Frames are counted as the switch saw them: TCP's are 64 KiB GSO
+    // frames, cut into segments only as they enter the tunnel.
+    assert!(stats["tx_bytes"].as_u64().unwrap() > 10_000_000, "{stats}");
+    assert!(stats["rx_packets"].as_u64().unwrap() > 1_000, "{stats}");
+    assert_eq!(stats["tx_dropped"], 0, "frames were lost encapsulating: {stats}");
+    gbps
+}
+
+fn mac_of(ns: &Netns) -> String {
+    let link = ns.ip(&["-br", "link", "show", "eth0"]);
+    link.split_whitespace().nth(2).expect("ip -br prints the MAC").to_owned()
+}
+
+fn counter(stats: &serde_json::Value, reason: &str) -> u64 {
+    stats["drop_reasons"][reason].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn vxlan_overlay_across_two_switches_and_a_kernel_vxlan_peer() {
+    if !e2e_allowed("vxlan_overlay_across_two_switches_and_a_kernel_vxlan_peer") {
+        return;
+    }
+    let _one_at_a_time = traffic_lock();
+    let kernel_vxlan = ["vxlan", "id", VNI, "remote", "198.19.1.1", "local", "198.19.1.3", "dstport", "4789"];
+    let o = overlay("vx", "vxlan", Some(&kernel_vxlan));
+    let ours = overlay_works(&o, "vxlan");
+
+    // A VNI that A has no port for is counted and dropped, not delivered.
+    let c = &o.c.as_ref().expect("host C").host;
+    c.ip(&[
+        "link",
+        "add",
+        "vx43",
+        "type",
+        "vxlan",
+        "id",
+        "43",
+        "remote",
+        "198.19.1.1",
+        "local",
+        "198.19.1.3",
+        "dstport",
+        "4789",
+    ]);
+    c.ip(&["addr", "add", "198.18.43.3/24", "dev", "vx43"]);
+    c.ip(&["link", "set", "vx43", "up"]);
+    assert!(c.cannot_reach("198.18.43.1", 2));
+    let stats = o.a.sw.port_stats("br0", "to-c");
+    assert!(counter(&stats, "tunnel_unknown_key") >= 2, "unknown VNI not counted: {stats}");
+
+    let kernel = kernel_to_kernel_gbps(o.a.prefix(), &["vxlan", "id", VNI, "dstport", "4789"]);
+    eprintln!(
+        "iperf3 TCP 5 s across VXLAN: vswitchd to vswitchd {ours:.2} Gbit/s; kernel vxlan to kernel vxlan \
+         {kernel:.2} Gbit/s (ratio {:.3}; debug builds under cargo test)",
+        ours / kernel
+    );
+}
+
+#[test]
+fn gre_overlay_across_two_switches_and_a_kernel_gretap_peer() {
+    if !e2e_allowed("gre_overlay_across_two_switches_and_a_kernel_gretap_peer") {
+        return;
+    }
+    let _one_at_a_time = traffic_lock();
+    let kernel_gre = kernel_has(&format!("vs{}gr", std::process::id()), "gretap");
+    let gretap = ["gretap", "key", VNI, "remote", "198.19.1.1", "local", "198.19.1.3"];
+    let o = overlay("gr", "gre", kernel_gre.then_some(&gretap[..]));
+    let ours = overlay_works(&o, "gre");
+    if !kernel_gre {
+        eprintln!(
+            "NOT TESTED HERE: interop with the kernel's gretap, which this kernel cannot make (built without \
+             CONFIG_NET_IPGRE); vswitchd to vswitchd over GRE: {ours:.2} Gbit/s"
+        );
+        return;
+    }
+    let kernel = kernel_to_kernel_gbps(o.a.prefix(), &["gretap", "key", VNI]);
+    eprintln!(
+        "iperf3 TCP 5 s across GRE: vswitchd to vswitchd {ours:.2} Gbit/s; kernel gretap to kernel gretap \
+         {kernel:.2} Gbit/s (ratio {:.3}; debug builds under cargo test)",
+        ours / kernel
+    );
+}
