@@ -169,6 +169,7 @@ fn overlay_works(o: &Overlay, kind: &str) -> f64 {
         );
     }
 
+    encapsulation_on_the_wire(o, kind);
     let gbps = iperf3_gbps(cb, "198.18.0.2", ca);
     let stats = o.a.sw.port_stats("br0", "to-b");
     // Frames are counted as the switch saw them: TCP's are 64 KiB GSO
@@ -177,6 +178,54 @@ fn overlay_works(o: &Overlay, kind: &str) -> f64 {
     assert!(stats["rx_packets"].as_u64().unwrap() > 1_000, "{stats}");
     assert_eq!(stats["tx_dropped"], 0, "frames were lost encapsulating: {stats}");
     gbps
+}
+
+/// A ping from A's container to B's, captured on A's underlay link and
+/// at B's container: the outer packet goes from 198.19.0.1 to 198.19.0.2
+/// with key 42 (VXLAN to UDP port 4789), and what it carries is, byte for
+/// byte, the frame B's container receives.
+fn encapsulation_on_the_wire(o: &Overlay, kind: &str) {
+    let outer_file = o.a.sw.path("outer.pcap");
+    let inner_file = o.a.sw.path("inner.pcap");
+    let filter = if kind == "vxlan" { "udp dst port 4789" } else { "ip proto 47" };
+    let outer =
+        o.a.switch_ns
+            .spawn("tcpdump", &["-i", "ul-b", "-U", "-c", "20", "-w", outer_file.to_str().unwrap(), filter]);
+    let inner =
+        o.b.c(0)
+            .spawn("tcpdump", &["-i", "eth0", "-U", "-c", "4", "-w", inner_file.to_str().unwrap(), "icmp"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(o.a.c(0).pings("198.18.0.2", 2));
+    // Two requests and two replies end the inner capture; the outer one
+    // is stopped with it.
+    let inner = inner.wait_output(Duration::from_secs(5));
+    let outer = outer.wait_output(Duration::from_millis(500));
+    for (what, out) in [("inner", &inner), ("outer", &outer)] {
+        eprintln!("tcpdump ({what}): {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let read = |file: &std::path::Path| -> Vec<Vec<u8>> {
+        let capture =
+            proto::pcap::read_ethernet_file(file).unwrap_or_else(|e| panic!("tcpdump wrote no capture: {e}"));
+        capture.records.into_iter().map(|r| r.data).collect()
+    };
+    let (outer, inner) = (read(&outer_file), read(&inner_file));
+    let echo_requests: Vec<&Vec<u8>> = inner.iter().filter(|f| f.len() > 34 && f[34] == 8).collect();
+    assert_eq!(echo_requests.len(), 2, "B's container saw {} frames", inner.len());
+    for request in echo_requests {
+        let carried = outer
+            .iter()
+            .filter_map(|f| vswitchd::core::tunnel::decap_frame(f, 4789).ok())
+            .find(|d| d.inner == &request[..])
+            .unwrap_or_else(|| {
+                panic!("no {kind} packet on the underlay carried the echo request B received")
+            });
+        assert_eq!(carried.kind.name(), kind);
+        assert_eq!(
+            (carried.src.to_string(), carried.dst.to_string()),
+            ("198.19.0.1".into(), "198.19.0.2".into())
+        );
+        assert_eq!(carried.key, Some(42));
+    }
 }
 
 fn mac_of(ns: &Netns) -> String {
