@@ -319,6 +319,10 @@ pub enum Command {
         mtu: Option<u32>,
         #[serde(default)]
         tag: Option<u16>,
+        /// The runtime's id for the container, kept in `external_ids` so
+        /// that the port can be found again without its namespace (CNI DEL).
+        #[serde(default)]
+        container_id: Option<String>,
     },
     DelContainerPort {
         bridge: String,

@@ -50,7 +50,7 @@ Ports:
   list-ports BRIDGE                   print the ports of BRIDGE
   port-to-br PORT                     print the bridge that has PORT
 Containers:
-  add-container-port BRIDGE IFNAME NETNS [--ip CIDR] [--gateway IP] [--mac MAC] [--mtu N] [--tag VLAN]
+  add-container-port BRIDGE IFNAME NETNS [--ip CIDR] [--gateway IP] [--mac MAC] [--mtu N] [--tag VLAN] [--container-id ID]
                                       attach a network namespace (name under /run/netns, path or pid)
                                       through a veth pair whose peer becomes IFNAME inside it
   del-container-port BRIDGE IFNAME NETNS   detach it again (--if-exists)
@@ -338,9 +338,10 @@ fn parse_command(words: &[String]) -> Result<Command, String> {
         }
         "add-container-port" => {
             allow(false, false)?;
-            let usage = "add-container-port BRIDGE IFNAME NETNS [--ip CIDR] [--gateway IP] [--mac MAC] [--mtu N] [--tag VLAN]";
+            let usage = "add-container-port BRIDGE IFNAME NETNS [--ip CIDR] [--gateway IP] [--mac MAC] [--mtu N] [--tag VLAN] [--container-id ID]";
             need(args, 3, usage)?;
-            let (mut ip, mut gateway, mut mac, mut mtu, mut tag) = (None, None, None, None, None);
+            let (mut ip, mut gateway, mut mac, mut mtu, mut tag, mut container_id) =
+                (None, None, None, None, None, None);
             let mut rest = args[3..].iter();
             while let Some(option) = rest.next() {
                 let (name, inline) = match option.split_once('=') {
@@ -360,6 +361,7 @@ fn parse_command(words: &[String]) -> Result<Command, String> {
                     "--ip" => ip = Some(value.clone()),
                     "--gateway" => gateway = Some(value.clone()),
                     "--mac" => mac = Some(value.clone()),
+                    "--container-id" => container_id = Some(value.clone()),
                     "--mtu" => mtu = Some(number("--mtu")?),
                     "--tag" => {
                         tag = Some(
@@ -379,6 +381,7 @@ fn parse_command(words: &[String]) -> Result<Command, String> {
                 mac,
                 mtu,
                 tag,
+                container_id,
             }
         }
         "del-container-port" => {

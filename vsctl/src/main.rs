@@ -1,7 +1,6 @@
 //! vsctl: configures and inspects vswitchd over its control socket.
 
 mod args;
-mod client;
 mod output;
 
 use std::process::ExitCode;
@@ -12,7 +11,7 @@ use proto::{
 };
 
 use args::{Action, Format, Options};
-use client::Client;
+use vsctl::client::Client;
 
 /// ovs-vsctl's exit status for `br-exists` of a missing bridge.
 const EXIT_NO_SUCH_BRIDGE: u8 = 2;

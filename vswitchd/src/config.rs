@@ -36,6 +36,7 @@ pub const DB_FORMAT_VERSION: u32 = 1;
 /// Where a container port records which namespace and interface it serves.
 pub const CONTAINER_NETNS: &str = "container_netns";
 pub const CONTAINER_IFACE: &str = "container_iface";
+pub const CONTAINER_ID: &str = "container_id";
 const MAX_OFPORT: u16 = 0xfeff;
 const MAX_MAC_TABLE_SIZE: usize = 1 << 20;
 const MAX_CT_ENTRIES: usize = 16 << 20;
@@ -624,7 +625,8 @@ impl Config {
 
     /// Checks an `add-container-port` before anything is created.
     pub fn check_container_port(&self, command: &Command) -> Result<(Attachment, Option<u16>), RpcError> {
-        let Command::AddContainerPort { bridge, ifname, netns, ip, gateway, mac, mtu, tag } = command else {
+        let Command::AddContainerPort { bridge, ifname, netns, ip, gateway, mac, mtu, tag, .. } = command
+        else {
             return Err(err(ErrorCode::Internal, "not an add-container-port"));
         };
         self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
@@ -689,10 +691,14 @@ impl Config {
         host: &str,
         attachment: &Attachment,
         tag: Option<u16>,
+        container_id: Option<&str>,
     ) -> Result<(), RpcError> {
         self.add_port(bridge, host, &[], false)?;
         let port = self.port_mut(host)?;
         port.tag = tag;
+        if let Some(id) = container_id {
+            port.external_ids.insert(CONTAINER_ID.into(), id.to_owned());
+        }
         port.external_ids.insert(CONTAINER_NETNS.into(), attachment.netns.clone());
         port.external_ids.insert(CONTAINER_IFACE.into(), attachment.ifname.clone());
         if let Some((ip, prefix)) = attachment.ip {

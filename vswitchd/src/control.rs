@@ -206,7 +206,7 @@ impl Control {
         let mut outcomes = Vec::with_capacity(commands.len());
         for command in commands {
             match command {
-                Command::AddContainerPort { bridge, .. } => {
+                Command::AddContainerPort { bridge, container_id, .. } => {
                     let (attachment, tag) = working.check_container_port(command)?;
                     let host = netns::host_name(&attachment.netns, &attachment.ifname, |n| {
                         working.port_bridge(n).is_some() || working.bridges.contains_key(n)
@@ -216,7 +216,7 @@ impl Control {
                         .await
                         .map_err(|e| RpcError::new(ErrorCode::InvalidValue, e))?;
                     attached.push(host.clone());
-                    working.add_container_port(bridge, &host, &attachment, tag)?;
+                    working.add_container_port(bridge, &host, &attachment, tag, container_id.as_deref())?;
                     outcomes.push(Outcome::Done(CommandResult::Done));
                 }
                 Command::DelContainerPort { bridge, ifname, netns: ns, if_exists } => {
