@@ -90,8 +90,14 @@ impl Transmit for Sink {
 }
 
 fn udp_frame(dst: u8, src: u8, sport: u16) -> Vec<u8> {
+    udp_frame_from(dst, src, [198, 18, 0, src], sport)
+}
+
+fn udp_frame_from(dst: u8, src: u8, src_ip: [u8; 4], sport: u16) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, dst, 0x02, 0, 0, 0, 0, src, 0x08, 0x00];
-    f.extend_from_slice(&[0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, src, 198, 18, 0, dst]);
+    f.extend_from_slice(&[0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&src_ip);
+    f.extend_from_slice(&[198, 18, 0, dst]);
     f.extend_from_slice(&sport.to_be_bytes());
     f.extend_from_slice(&[0x14, 0x51, 0, 26, 0, 0]);
     f.resize(60, 0);
@@ -116,12 +122,27 @@ fn spec(priority: u16, matcher: Match, actions: Vec<Action>) -> FlowSpec {
 /// queue) with `n` ACL rules that do not match the traffic, in front of
 /// either NORMAL (MAC learning and lookup per frame) or a port-to-port
 /// rule `in_port=1,actions=output:2` (the cache alone decides).
+///
+/// In the `stream` cases frames differ in ports and MACs, which the rules
+/// do not look at, so consecutive frames share a megaflow, as a stream's
+/// do. In the `mixed` cases each frame of a batch comes from another
+/// source address, which the ACL's prefixes do look at: every frame is
+/// another megaflow than the one before.
 fn bridge_forwarding(c: &mut Criterion) {
     let mut group = c.benchmark_group("bridge_forwarding");
     group.throughput(Throughput::Elements(32));
-    for (n, port_to_port) in
-        [(1usize, false), (1_000, false), (100_000, false), (1, true), (1_000, true), (100_000, true)]
-    {
+    let cases = [
+        (1usize, false, false),
+        (1_000, false, false),
+        (100_000, false, false),
+        (1, true, false),
+        (10, true, false),
+        (1_000, true, false),
+        (100_000, true, false),
+        (1_000, true, true),
+        (100_000, true, true),
+    ];
+    for (n, port_to_port, mixed) in cases {
         let mut br = Bridge::default();
         for p in 1..=4u16 {
             br.set_port(p, &format!("p{p}"), PortVlan::default());
@@ -143,12 +164,19 @@ fn bridge_forwarding(c: &mut Criterion) {
         }
         let batches: Vec<Vec<Vec<u8>>> = (0..64u16)
             .map(|b| {
-                (0..32u16).map(|k| udp_frame(2 + (k % 3) as u8, 1, 10_000 + (b * 32 + k) % 1000)).collect()
+                (0..32u16)
+                    .map(|k| {
+                        let sport = 10_000 + (b * 32 + k) % 1000;
+                        let src_ip = if mixed { [198, 18, k as u8, 1] } else { [198, 18, 0, 1] };
+                        udp_frame_from(2 + (k % 3) as u8, 1, src_ip, sport)
+                    })
+                    .collect()
             })
             .collect();
         let mut round = 0usize;
         let action = if port_to_port { "output" } else { "normal" };
-        group.bench_function(format!("cached_{n}_acl_rules_then_{action}_64B"), |b| {
+        let traffic = if mixed { "mixed" } else { "stream" };
+        group.bench_function(format!("cached_{n}_acl_rules_then_{action}_64B_{traffic}"), |b| {
             b.iter(|| {
                 round += 1;
                 let batch = &batches[round % batches.len()];

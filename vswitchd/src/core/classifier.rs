@@ -434,6 +434,13 @@ impl<V> MaskedMap<V> {
         hash_used(self.seed, self.used(), &self.mask, key)
     }
 
+    /// Whether `key & mask` is `stored` (a masked key of this map).
+    #[inline]
+    pub fn matches(&self, stored: &Words, key: &Words) -> bool {
+        let (mask, used) = (&self.mask, self.used());
+        used.iter().all(|&i| stored[usize::from(i)] == key[usize::from(i)] & mask[usize::from(i)])
+    }
+
     /// The value stored for `key & mask`.
     #[inline]
     pub fn get(&self, key: &Words) -> Option<&V> {
