@@ -33,3 +33,28 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace
 fi
+
+# A short run of every fuzz target (fuzz/; cargo-fuzz on the nightly
+# toolchain, with AddressSanitizer), seeded from the golden captures and
+# ../shared/pcaps. Without a nightly toolchain it says so and stops here.
+echo "== fuzz smoke (${FUZZ_SECS:=15} s per target)"
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    echo "fuzz smoke NOT RUN: no nightly toolchain (rustup toolchain install nightly)"
+    exit 0
+fi
+command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz
+python3 fuzz/seed.py
+(
+    cd fuzz
+    cargo +nightly fuzz build -a 2>&1 | tail -1
+    for target in $(cargo +nightly fuzz list); do
+        log="target/fuzz-$target.log"
+        if ! cargo +nightly fuzz run -a "$target" "corpus/$target" -- \
+            -max_total_time="$FUZZ_SECS" -rss_limit_mb=2048 >"$log" 2>&1; then
+            tail -40 "$log" >&2
+            echo "fuzz target $target failed (artifacts: $(ls "artifacts/$target" 2>/dev/null))" >&2
+            exit 1
+        fi
+        echo "-- $target: $(grep -E '^Done' "$log")"
+    done
+)
