@@ -201,6 +201,11 @@ fn layout(frame: &[u8], tcp: bool) -> Result<Layout, OffloadError> {
     let (ipv4, l4) = match l2.ether_type {
         0x0800 => {
             let ihl = usize::from(*frame.get(l3).ok_or(OffloadError::Malformed)? & 0x0f) * 4;
+            // The header is at least 20 bytes; the fuzzer found a GSO
+            // frame claiming less, which read past the frame.
+            if ihl < 20 {
+                return Err(OffloadError::Malformed);
+            }
             (true, l3 + ihl)
         }
         // Extension headers between IPv6 and TCP are not segmented here.
@@ -210,7 +215,9 @@ fn layout(frame: &[u8], tcp: bool) -> Result<Layout, OffloadError> {
     let l4_len =
         if tcp { usize::from(*frame.get(l4 + 12).ok_or(OffloadError::Malformed)? >> 4) * 4 } else { 8 };
     let payload = l4 + l4_len;
-    if l4_len < 8 || payload > frame.len() || (!ipv4 && frame[l3 + 6] != if tcp { 6 } else { 17 }) {
+    // A TCP header is at least 20 bytes: its checksum is at 16.
+    let min_l4 = if tcp { 20 } else { 8 };
+    if l4_len < min_l4 || payload > frame.len() || (!ipv4 && frame[l3 + 6] != if tcp { 6 } else { 17 }) {
         return Err(OffloadError::Malformed);
     }
     Ok(Layout { l3, ipv4, l4, payload })
@@ -426,6 +433,17 @@ mod tests {
         assert_eq!(finish(&frame, &o, &mut |_| {}), Err(OffloadError::Malformed));
         let o = Offload { gso: Gso::TcpV4, gso_size: 100, ..Offload::NONE };
         assert!(finish(&[0u8; 20], &o, &mut |_| {}).is_err());
+        // Found by the frame_pipeline fuzzer: a GSO frame (as a TAP user
+        // may write one) whose IPv4 header claims fewer than 20 bytes, and
+        // one whose TCP header does. Both read past the frame before.
+        let one_byte_mss = Offload { gso_size: 1, ..o };
+        let mut short_ip = frame[..30].to_vec();
+        short_ip[14] = 0x40; // IHL 0: the "TCP header" starts at 14...
+        short_ip[26] = 0x30; // ...and claims 12 bytes, so its payload starts at 26.
+        assert_eq!(finish(&short_ip, &one_byte_mss, &mut |_| {}), Err(OffloadError::Malformed));
+        let mut short_tcp = frame.clone();
+        short_tcp[34 + 12] = 0x20; // a TCP data offset of 8 bytes, before the checksum
+        assert_eq!(finish(&short_tcp, &one_byte_mss, &mut |_| {}), Err(OffloadError::Malformed));
     }
 
     #[test]
