@@ -137,6 +137,11 @@ fn add_check_del_attach_and_detach_a_namespace() {
 
     let (ok, printed) = cni("CHECK", "ctr1", Some(&path), &conf);
     assert!(ok && printed.is_null(), "CHECK: {printed}");
+    // A second ADD is refused and leaves the first attachment's lease alone.
+    let (ok, error) = cni("ADD", "ctr1", Some(&path), &conf);
+    assert!(!ok && error["code"] == 100, "a repeated ADD: {error}");
+    assert!(lease_file(&lab, "198.18.0.2").exists());
+    assert_eq!(ports_of(&lab, "br0", "ctr1").len(), 1);
 
     let (ok, printed) = cni("DEL", "ctr1", Some(&path), &conf);
     assert!(ok && printed.is_null(), "DEL: {printed}");

@@ -272,6 +272,17 @@ impl Plugin<'_> {
             return Err(CniError::new(code::CONTAINER_UNKNOWN, format!("CNI_NETNS {netns} does not exist")));
         }
         let mut client = self.client()?;
+        // A second ADD for the same attachment must not touch its lease:
+        // the clean-up after a refused attach would release it.
+        if let Some(port) = self.ports(&mut client)?.first() {
+            return Err(CniError::new(
+                code::SWITCH_REFUSED,
+                format!(
+                    "container {container_id} already has {ifname} on bridge {} (port {}); DEL it first",
+                    self.bridge, port.name
+                ),
+            ));
+        }
         let ipam = self.ipam("ADD")?;
         let attached = self.attach(&mut client, container_id, netns, ifname, ipam.as_ref());
         match attached {
