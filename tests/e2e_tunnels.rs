@@ -90,16 +90,11 @@ fn underlay(left: &Netns, ldev: &str, lcidr: &str, right: &Netns, rdev: &str, rc
     }
 }
 
-/// Host C on a second underlay link to A: the kernel's tunnel device and
-/// a veth to its container on a Linux bridge, all inside C's namespace.
-fn kernel_peer(a: &Lab, kernel_device: &[&str]) -> Peer {
+/// Host C and its container, joined by a veth: `vc` in C, `eth0` with
+/// 198.18.0.3/24 and the overlay MTU in the container.
+fn host_c(a: &Lab) -> (Netns, Netns) {
     let host = Netns::new(format!("{}-host", a.prefix()));
     let container = Netns::new(format!("{}-kc", a.prefix()));
-    underlay(&a.switch_ns, "ul-c", "198.19.1.1/24", &host, "ul-a", "198.19.1.3/24");
-    let mut device = vec!["link", "add", "tun0", "type"];
-    device.extend_from_slice(kernel_device);
-    host.ip(&device);
-    host.ip(&["link", "add", "br0", "type", "bridge"]);
     host.ip(&[
         "link",
         "add",
@@ -114,14 +109,27 @@ fn kernel_peer(a: &Lab, kernel_device: &[&str]) -> Peer {
         "netns",
         &container.name,
     ]);
+    host.ip(&["link", "set", "vc", "up"]);
+    container.ip(&["link", "set", "eth0", "mtu", "1450"]);
+    container.ip(&["addr", "add", "198.18.0.3/24", "dev", "eth0"]);
+    container.ip(&["link", "set", "eth0", "up"]);
+    (host, container)
+}
+
+/// Host C on a second underlay link to A: the kernel's tunnel device and
+/// a veth to its container on a Linux bridge, all inside C's namespace.
+fn kernel_peer(a: &Lab, kernel_device: &[&str]) -> Peer {
+    let (host, container) = host_c(a);
+    underlay(&a.switch_ns, "ul-c", "198.19.1.1/24", &host, "ul-a", "198.19.1.3/24");
+    let mut device = vec!["link", "add", "tun0", "type"];
+    device.extend_from_slice(kernel_device);
+    host.ip(&device);
+    host.ip(&["link", "add", "br0", "type", "bridge"]);
     for dev in ["tun0", "vc"] {
         host.ip(&["link", "set", dev, "master", "br0"]);
         host.ip(&["link", "set", dev, "up"]);
     }
     host.ip(&["link", "set", "br0", "up"]);
-    container.ip(&["link", "set", "eth0", "mtu", "1450"]);
-    container.ip(&["addr", "add", "198.18.0.3/24", "dev", "eth0"]);
-    container.ip(&["link", "set", "eth0", "up"]);
     Peer { _daemons: Vec::new(), host, container, _ovs_dir: None }
 }
 
@@ -138,8 +146,7 @@ const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 /// internal port, `br-int` the GRE port and the container's veth. OVS runs
 /// inside C's namespace with a database and run directory of the test's own.
 fn ovs_gre_peer(a: &Lab) -> Peer {
-    let host = Netns::new(format!("{}-host", a.prefix()));
-    let container = Netns::new(format!("{}-kc", a.prefix()));
+    let (host, container) = host_c(a);
     a.switch_ns.ip(&["link", "add", "ul-c", "type", "veth", "peer", "name", "ul-a", "netns", &host.name]);
     a.switch_ns.ip(&["addr", "add", "198.19.1.1/24", "dev", "ul-c"]);
     a.switch_ns.ip(&["link", "set", "ul-c", "up"]);
@@ -214,25 +221,7 @@ fn ovs_gre_peer(a: &Lab) -> Peer {
         "options:remote_ip=198.19.1.1",
         &key,
     ]);
-    host.ip(&[
-        "link",
-        "add",
-        "vc",
-        "mtu",
-        "1450",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &container.name,
-    ]);
-    host.ip(&["link", "set", "vc", "up"]);
     vsctl(&["add-port", "br-int", "vc"]);
-    container.ip(&["link", "set", "eth0", "mtu", "1450"]);
-    container.ip(&["addr", "add", "198.18.0.3/24", "dev", "eth0"]);
-    container.ip(&["link", "set", "eth0", "up"]);
     // OVS's AF_PACKET ports do not take partial checksums (its README's
     // gotcha): the peer's container sends whole ones.
     run(container.command("ethtool").args(["-K", "eth0", "tx", "off"]));
