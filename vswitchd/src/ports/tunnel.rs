@@ -280,6 +280,8 @@ pub struct TunnelPort {
     datagrams: Vec<(usize, libc::sockaddr_in, usize)>,
     iovecs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
+    /// Per frame of the batch being sent: whether all of it went out.
+    sent: Vec<bool>,
     tx_drops: [u64; TunnelDrop::ALL.len()],
     tx_bad_offload: u64,
     tx_refused: u64,
@@ -303,6 +305,7 @@ impl TunnelPort {
             datagrams: Vec::new(),
             iovecs: Vec::new(),
             msgs: Vec::new(),
+            sent: Vec::new(),
             tx_drops: [0; TunnelDrop::ALL.len()],
             tx_bad_offload: 0,
             tx_refused: 0,
@@ -344,8 +347,12 @@ impl PortDevice for TunnelPort {
             self.iovecs = (0..SEND_CHUNK).map(|_| zeroed()).collect();
             self.msgs = (0..SEND_CHUNK).map(|_| zeroed()).collect();
         }
-        // Frames with at least one datagram refused are not counted as sent.
-        let mut refused_frames = std::collections::BTreeSet::new();
+        // A frame counts as sent when it made datagrams and none was refused.
+        self.sent.clear();
+        self.sent.resize(frames.len(), false);
+        for &(_, _, frame) in &self.datagrams {
+            self.sent[frame] = true;
+        }
         let mut next = 0;
         while next < total {
             let count = (total - next).min(SEND_CHUNK);
@@ -371,14 +378,13 @@ impl PortDevice for TunnelPort {
                 // The datagram at `next` is refused (no route, too big,
                 // buffers full): count it and go on with the rest.
                 self.tx_refused += 1;
-                refused_frames.insert(self.datagrams[next].2);
+                self.sent[self.datagrams[next].2] = false;
                 next += 1;
                 continue;
             }
             next += n as usize;
         }
-        let framed: std::collections::BTreeSet<usize> = self.datagrams.iter().map(|d| d.2).collect();
-        framed.len() - framed.intersection(&refused_frames).count()
+        self.sent.iter().filter(|sent| **sent).count()
     }
 
     fn recv_batch(&mut self, _batch: &mut PacketBatch) -> usize {
