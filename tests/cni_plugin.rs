@@ -92,12 +92,9 @@ fn netns_path(ns: &Netns) -> String {
 
 /// The ports of `bridge` whose `external_ids:container_id` is `id`.
 fn ports_of(lab: &Lab, bridge: &str, id: &str) -> Vec<String> {
-    let show = lab.sw.json(&["show"]);
-    show.as_array()
-        .unwrap()
+    lab.sw
+        .bridge_ports(bridge)
         .iter()
-        .filter(|b| b["name"] == bridge)
-        .flat_map(|b| b["ports"].as_array().unwrap().iter())
         .filter(|p| p["external_ids"]["container_id"] == id)
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect()

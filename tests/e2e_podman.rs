@@ -149,12 +149,9 @@ impl Drop for Podman {
 
 /// The ports of br0 that carry `external_ids:container_id`, as (id, tag).
 fn container_ports(lab: &Lab) -> Vec<(String, Option<u64>)> {
-    let show = lab.sw.json(&["show"]);
-    show.as_array()
-        .unwrap()
+    lab.sw
+        .bridge_ports("br0")
         .iter()
-        .filter(|b| b["name"] == "br0")
-        .flat_map(|b| b["ports"].as_array().unwrap().iter())
         .filter_map(|p| Some((p["external_ids"]["container_id"].as_str()?.to_owned(), p["tag"].as_u64())))
         .collect()
 }

@@ -364,8 +364,7 @@ fn encapsulation_on_the_wire(o: &Overlay, kind: &str) {
 }
 
 fn mac_of(ns: &Netns) -> String {
-    let link = ns.ip(&["-br", "link", "show", "eth0"]);
-    link.split_whitespace().nth(2).expect("ip -br prints the MAC").to_owned()
+    mac_of_dev(ns, "eth0")
 }
 
 fn counter(stats: &serde_json::Value, reason: &str) -> u64 {

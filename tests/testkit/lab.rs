@@ -186,13 +186,10 @@ impl Lab {
 
     /// The switch port serving container `i`.
     pub fn port_of(&self, bridge: &str, i: usize) -> String {
-        let show = self.sw.json(&["show"]);
         let name = &self.containers[i].name;
-        show.as_array()
-            .unwrap()
+        self.sw
+            .bridge_ports(bridge)
             .iter()
-            .filter(|b| b["name"] == bridge)
-            .flat_map(|b| b["ports"].as_array().unwrap().iter())
             .find(|p| p["external_ids"]["container_netns"] == name.as_str())
             .and_then(|p| p["name"].as_str())
             .unwrap_or_else(|| panic!("no port for {name} on {bridge}"))

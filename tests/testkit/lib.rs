@@ -289,6 +289,17 @@ impl Switch {
             .collect()
     }
 
+    /// `show`'s records of the ports of `bridge`.
+    pub fn bridge_ports(&self, bridge: &str) -> Vec<serde_json::Value> {
+        let show = self.json(&["show"]);
+        show.as_array()
+            .expect("show gives a list")
+            .iter()
+            .filter(|b| b["name"] == bridge)
+            .flat_map(|b| b["ports"].as_array().expect("a bridge has ports").iter().cloned())
+            .collect()
+    }
+
     /// One port's counters from `dump-ports`.
     pub fn port_stats(&self, bridge: &str, port: &str) -> serde_json::Value {
         let stats = self.json(&["dump-ports", bridge, port]);

@@ -179,11 +179,16 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
 }
 
 fn version(stdin: &[u8]) -> Value {
-    let asked = serde_json::from_slice::<Value>(stdin)
+    json!({ "cniVersion": asked_version(stdin), "supportedVersions": SUPPORTED_VERSIONS })
+}
+
+/// The `cniVersion` the caller's stdin names, for answers and errors
+/// (1.0.0 when it names none or is not JSON).
+fn asked_version(stdin: &[u8]) -> String {
+    serde_json::from_slice::<Value>(stdin)
         .ok()
         .and_then(|v| v["cniVersion"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "1.0.0".into());
-    json!({ "cniVersion": asked, "supportedVersions": SUPPORTED_VERSIONS })
+        .unwrap_or_else(|| "1.0.0".into())
 }
 
 struct Plugin<'a> {
@@ -473,10 +478,6 @@ pub fn main() -> std::process::ExitCode {
         println!("{}", error.to_json("1.0.0"));
         return std::process::ExitCode::FAILURE;
     }
-    let asked_version = serde_json::from_slice::<Value>(&stdin)
-        .ok()
-        .and_then(|v| v["cniVersion"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "1.0.0".into());
     match run(&env, &stdin) {
         Ok(Some(result)) => {
             println!("{result}");
@@ -484,7 +485,7 @@ pub fn main() -> std::process::ExitCode {
         }
         Ok(None) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            println!("{}", error.to_json(&asked_version));
+            println!("{}", error.to_json(&asked_version(&stdin)));
             std::process::ExitCode::FAILURE
         }
     }

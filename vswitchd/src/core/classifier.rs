@@ -445,12 +445,7 @@ impl<V> MaskedMap<V> {
     #[inline]
     pub fn get(&self, key: &Words) -> Option<&V> {
         let hash = self.hash(key);
-        let (mask, used) = (&self.mask, self.used());
-        self.table
-            .find(hash, |(stored, _)| {
-                used.iter().all(|&i| stored[usize::from(i)] == key[usize::from(i)] & mask[usize::from(i)])
-            })
-            .map(|(_, v)| v)
+        self.table.find(hash, |(stored, _)| self.matches(stored, key)).map(|(_, v)| v)
     }
 
     /// The value for `key & mask`, inserted by `make` if absent.
