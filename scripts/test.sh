@@ -25,6 +25,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -q -- -D warnings
+echo "== supply chain (cargo deny, cargo audit)"
+./scripts/audit.sh
 echo "== benches build"
 cargo bench --workspace --no-run -q
 echo "== tests"

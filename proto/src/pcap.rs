@@ -205,8 +205,13 @@ pub struct EthernetCapture {
 /// frames. Errors name the file and say what to do.
 pub fn read_ethernet_file(path: &Path) -> Result<EthernetCapture, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    read_ethernet(file, path)
+}
+
+/// [`read_ethernet_file`] of a file already open; `path` names it in errors.
+pub fn read_ethernet(input: impl io::Read, path: &Path) -> Result<EthernetCapture, String> {
     let mut reader =
-        PcapReader::new(io::BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?;
+        PcapReader::new(io::BufReader::new(input)).map_err(|e| format!("{}: {e}", path.display()))?;
     if reader.link_type() != LINKTYPE_ETHERNET {
         return Err(format!("{}: {}", path.display(), PcapError::UnsupportedLinkType(reader.link_type())));
     }

@@ -68,6 +68,7 @@ pub enum ErrorCode {
     InvalidValue,
     Io,
     Busy,
+    PermissionDenied,
 }
 
 impl ErrorCode {
@@ -86,6 +87,7 @@ impl ErrorCode {
             ErrorCode::InvalidValue => 6,
             ErrorCode::Io => 7,
             ErrorCode::Busy => 8,
+            ErrorCode::PermissionDenied => 9,
         }
     }
 }

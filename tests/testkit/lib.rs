@@ -87,6 +87,8 @@ pub fn daemon_command() -> Command {
 pub struct Switch {
     pub dir: tempfile::TempDir,
     netns: Option<String>,
+    /// Passed to every start of the daemon.
+    args: Vec<String>,
     child: Option<Child>,
     seen: std::cell::RefCell<std::collections::HashMap<String, usize>>,
     replays: std::cell::Cell<u32>,
@@ -94,18 +96,26 @@ pub struct Switch {
 
 impl Switch {
     pub fn start() -> Switch {
-        Switch::start_with(None)
+        Switch::start_with(None, &[])
     }
 
     /// A daemon inside the named network namespace (made by the test).
     pub fn start_in(netns: &str) -> Switch {
-        Switch::start_with(Some(netns.to_owned()))
+        Switch::start_with(Some(netns.to_owned()), &[])
     }
 
-    fn start_with(netns: Option<String>) -> Switch {
+    /// A daemon started with these arguments besides the run dir and
+    /// database; `{dir}` in them stands for the test's directory.
+    pub fn start_with_args(args: &[&str]) -> Switch {
+        Switch::start_with(None, args)
+    }
+
+    fn start_with(netns: Option<String>, args: &[&str]) -> Switch {
         let dir = tempfile::Builder::new().prefix("vswitch-test-").tempdir().expect("temp dir");
+        let base = dir.path().to_str().expect("UTF-8 temp dir").to_owned();
+        let args = args.iter().map(|a| a.replace("{dir}", &base)).collect();
         let mut sw =
-            Switch { dir, netns, child: None, seen: Default::default(), replays: Default::default() };
+            Switch { dir, netns, args, child: None, seen: Default::default(), replays: Default::default() };
         sw.restart();
         sw
     }
@@ -144,6 +154,7 @@ impl Switch {
             .arg(self.run_dir())
             .arg("--db")
             .arg(self.db())
+            .args(&self.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

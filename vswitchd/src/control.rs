@@ -24,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex, Semaphore};
 
+use crate::access::{Access, Peer};
 use crate::config::{Config, Database, LiveQuery, Outcome};
 use crate::datapath::{Datapath, DatapathHandle, NewDevices, Request as DpRequest};
 use crate::netns;
@@ -116,13 +117,19 @@ pub struct Control {
     config: Mutex<Config>,
     db: Database,
     datapath: DatapathHandle,
+    access: Access,
 }
 
 impl Control {
     /// Starts with `config` in force: opens its devices (a device that fails
     /// to open becomes an unavailable port that says why) and hands them to
     /// the datapath.
-    pub async fn start(config: Config, db: Database, datapath: DatapathHandle) -> Result<Control, RpcError> {
+    pub async fn start(
+        config: Config,
+        db: Database,
+        datapath: DatapathHandle,
+        access: Access,
+    ) -> Result<Control, RpcError> {
         let mut devices = NewDevices::new();
         for (bridge, port, interface) in Datapath::ports_needing_devices(&Config::default(), &config) {
             let device = ports::open(&port, &interface).unwrap_or_else(|e| {
@@ -133,13 +140,18 @@ impl Control {
         }
         let snapshot = Arc::new(config.clone());
         datapath.call(|done| DpRequest::Reconfigure { config: snapshot, devices, done }).await?;
-        Ok(Control { config: Mutex::new(config), db, datapath })
+        Ok(Control { config: Mutex::new(config), db, datapath, access })
     }
 
-    pub async fn execute(&self, method: Method) -> Result<Value, RpcError> {
+    /// Whether `peer` may use the control socket.
+    pub fn admit(&self, peer: &Peer) -> Result<(), RpcError> {
+        self.access.admit(peer)
+    }
+
+    pub async fn execute(&self, method: Method, peer: &Peer) -> Result<Value, RpcError> {
         let value = match method {
             Method::Hello(_) => unreachable!("the session answers hello"),
-            Method::Transact(t) => serde_json::to_value(self.transact(t.commands).await?),
+            Method::Transact(t) => serde_json::to_value(self.transact(t.commands, peer).await?),
             Method::Replay(r) => serde_json::to_value(self.replay(r).await?),
             Method::TimeWarp(w) => {
                 self.datapath.call(|done| DpRequest::TimeWarp { msecs: w.msecs, done }).await?;
@@ -149,11 +161,13 @@ impl Control {
         Ok(value.expect("results serialize"))
     }
 
-    async fn transact(&self, commands: Vec<Command>) -> Result<TransactReply, RpcError> {
+    async fn transact(&self, commands: Vec<Command>, peer: &Peer) -> Result<TransactReply, RpcError> {
         let mut current = self.config.lock().await;
         let mut working = current.clone();
         let mut attached = Vec::new();
-        let prepared = Self::prepare(&mut working, &commands, &mut attached).await;
+        let prepared = Self::prepare(&mut working, &commands, &mut attached)
+            .await
+            .and_then(|outcomes| self.access.check_devices(peer, &current, &working).map(|()| outcomes));
         let committed = match prepared {
             Ok(outcomes) if working == *current => Ok(outcomes),
             Ok(outcomes) => self.commit(&current, &working).await.map(|()| outcomes),
@@ -412,7 +426,18 @@ async fn write_response(
     stream.write_all(&line).await
 }
 
-async fn serve_client(stream: UnixStream, control: &Control) {
+async fn serve_client(mut stream: UnixStream, control: &Control) {
+    let admitted = Peer::of(&stream)
+        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("cannot tell who connected: {e}")))
+        .and_then(|peer| control.admit(&peer).map(|()| peer));
+    let peer = match admitted {
+        Ok(peer) => peer,
+        Err(refused) => {
+            tracing::warn!("refused a control client: {}", refused.message);
+            let _ = write_response(&mut stream, &Response::err(Value::Null, refused)).await;
+            return;
+        }
+    };
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut session = Session::default();
@@ -445,7 +470,7 @@ async fn serve_client(stream: UnixStream, control: &Control) {
         }
         let response = match session.handle_line(&line) {
             Step::Reply(response) => response,
-            Step::Call { id, method } => match control.execute(method).await {
+            Step::Call { id, method } => match control.execute(method, &peer).await {
                 Ok(result) => Response::ok(id, result),
                 Err(error) => Response::err(id, error),
             },

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use clap::Parser;
 use proto::{DEFAULT_RUN_DIR, RUN_DIR_ENV, SOCKET_NAME};
 
+use crate::access::Access;
 use crate::config::Database;
 use crate::control::{self, Control};
 use crate::datapath::DatapathHandle;
@@ -44,6 +45,16 @@ pub struct Args {
     /// Where logs go when detached (default: RUN_DIR/vswitchd.log).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+
+    /// A group (name or number) whose members may use the control socket
+    /// besides root; the socket file is given to it.
+    #[arg(long, env = "VSWITCH_GROUP")]
+    pub group: Option<String>,
+
+    /// A directory in which members of --group may name pcap files
+    /// (rx_pcap, tx_pcap); repeat for more. Root may name any file.
+    #[arg(long = "pcap-dir", value_name = "DIR")]
+    pub pcap_dirs: Vec<PathBuf>,
 }
 
 /// Holds the run directory for as long as the daemon lives.
@@ -88,7 +99,7 @@ impl RunDirLock {
         writeln!(f, "{}", std::process::id())
     }
 
-    fn bind(&self) -> Result<StdUnixListener, String> {
+    fn bind(&self, group: Option<u32>) -> Result<StdUnixListener, String> {
         // The lock proves any socket file left here is stale.
         match fs::remove_file(&self.socket_path) {
             Ok(()) => {}
@@ -99,6 +110,10 @@ impl RunDirLock {
         }
         let listener = StdUnixListener::bind(&self.socket_path)
             .map_err(|e| format!("cannot listen on {}: {e}", self.socket_path.display()))?;
+        if let Some(gid) = group {
+            std::os::unix::fs::chown(&self.socket_path, None, Some(gid))
+                .map_err(|e| format!("cannot give {} to group {gid}: {e}", self.socket_path.display()))?;
+        }
         fs::set_permissions(&self.socket_path, fs::Permissions::from_mode(0o660))
             .map_err(|e| format!("cannot set the mode of {}: {e}", self.socket_path.display()))?;
         listener.set_nonblocking(true).map_err(|e| format!("cannot make the socket non-blocking: {e}"))?;
@@ -192,6 +207,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run(args: &Args, parent: &mut Option<OwnedFd>) -> Result<(), String> {
+    let access = Access::new(args.group.as_deref(), &args.pcap_dirs)?;
     let mut lock = RunDirLock::acquire(&args.run_dir)?;
     let db = Database::new(&args.db);
     if let Some(dir) = args.db.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -199,7 +215,7 @@ fn run(args: &Args, parent: &mut Option<OwnedFd>) -> Result<(), String> {
             .map_err(|e| format!("cannot create the database directory {}: {e}", dir.display()))?;
     }
     let config = db.load()?;
-    let listener = lock.bind()?;
+    let listener = lock.bind(access.socket_group())?;
     let log_file = if args.detach {
         *parent = detach()?;
         Some(args.log_file.clone().unwrap_or_else(|| args.run_dir.join("vswitchd.log")))
@@ -220,7 +236,7 @@ fn run(args: &Args, parent: &mut Option<OwnedFd>) -> Result<(), String> {
     runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| format!("cannot use the control socket: {e}"))?;
-        let control = Control::start(config, db.clone(), datapath)
+        let control = Control::start(config, db.clone(), datapath, access)
             .await
             .map_err(|e| format!("cannot apply the saved configuration: {e}"))?;
         tracing::info!(

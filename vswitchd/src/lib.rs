@@ -6,8 +6,10 @@
 //! - [`datapath`]: the forwarding thread that owns bridges and devices.
 //! - [`nat`]: Docker's masquerade and port mappings, compiled into flows.
 //! - [`control`]: the control socket and its protocol.
+//! - [`access`]: who may use the control socket, and which files they may name.
 //! - [`daemon`]: start-up, locking, detaching, signals.
 
+pub mod access;
 pub mod config;
 pub mod control;
 pub mod core;
