@@ -111,6 +111,94 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Sends `frames` out of `ifname` in this namespace from a raw
+    /// AF_PACKET socket, as fast as the kernel takes them (a flood);
+    /// returns how many it took. Runs in a thread of its own, the only one
+    /// that enters the namespace.
+    pub fn inject(&self, ifname: &str, frames: impl Iterator<Item = Vec<u8>> + Send + 'static) -> u64 {
+        use nix::libc;
+        let path = format!("/run/netns/{}", self.name);
+        let ifname = ifname.to_owned();
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("setns into the test's namespace");
+            let ifindex = nix::net::if_::if_nametoindex(ifname.as_str())
+                .unwrap_or_else(|e| panic!("{ifname} in {path}: {e}"));
+            // SAFETY: plain socket(2); the descriptor is owned below.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+            assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = ifindex as i32;
+            // SAFETY: `addr` is a valid sockaddr_ll and the length is its size.
+            let bound = unsafe {
+                libc::bind(
+                    std::os::fd::AsRawFd::as_raw_fd(&socket),
+                    (&raw const addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(bound, 0, "bind to {ifname}: {}", std::io::Error::last_os_error());
+            let mut sent = 0;
+            for frame in frames {
+                // SAFETY: the buffer is `frame.len()` readable bytes.
+                let n = unsafe {
+                    libc::send(
+                        std::os::fd::AsRawFd::as_raw_fd(&socket),
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                    )
+                };
+                if n > 0 {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+        .join()
+        .expect("the injecting thread does not panic")
+    }
+
+    /// The MAC address of `ifname` in this namespace.
+    pub fn mac(&self, ifname: &str) -> [u8; 6] {
+        let out = self.ip(&["-br", "link", "show", ifname]);
+        let text = out.split_whitespace().nth(2).unwrap_or_else(|| panic!("no MAC in {out:?}"));
+        parse_mac(text)
+    }
+
+    /// The MAC address this namespace has resolved `addr` to.
+    pub fn neighbour_mac(&self, addr: &str) -> [u8; 6] {
+        let out = self.ip(&["neigh", "show", addr]);
+        let text = out.split_whitespace().skip_while(|w| *w != "lladdr").nth(1);
+        parse_mac(text.unwrap_or_else(|| panic!("{addr} is not resolved: {out:?}")))
+    }
+}
+
+fn parse_mac(text: &str) -> [u8; 6] {
+    let bytes: Vec<u8> = text.split(':').map(|b| u8::from_str_radix(b, 16).expect("hex MAC")).collect();
+    bytes.try_into().unwrap_or_else(|_| panic!("not a MAC: {text}"))
+}
+
+/// Resident and peak memory of a process, in KiB (VmRSS, VmHWM).
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();

@@ -101,6 +101,8 @@ pub fn parse_flow(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<Flo
             }
             "cookie" => {
                 let (cookie, mask) = match need()?.split_once('/') {
+                    // OVS's documents write an exact mask as -1.
+                    Some((v, "-1")) => (parse_num(v), Some(u64::MAX)),
                     Some((v, m)) => (parse_num(v), parse_num(m)),
                     None => (parse_num(need()?), Some(0)),
                 };
@@ -851,6 +853,8 @@ mod tests {
         );
         let f = parse("cookie=0x1200/0xff00,actions=drop").unwrap();
         assert_eq!((f.cookie, f.cookie_mask), (0x1200, 0xff00));
+        let f = parse("cookie=0x7/-1,actions=drop").unwrap();
+        assert_eq!((f.cookie, f.cookie_mask), (7, u64::MAX), "-1 is the exact mask");
         assert_eq!(
             parse("actions=move:eth_src[]->eth_dst[],set_tunnel64:0x100000000").unwrap().actions,
             vec![

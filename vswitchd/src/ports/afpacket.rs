@@ -52,6 +52,8 @@ pub struct DeviceDrops {
     pub truncated: u64,
     pub bad_offload: u64,
     pub tx_too_big: u64,
+    /// The kernel found the socket's receive queue full (PACKET_STATISTICS).
+    pub ring_full: u64,
 }
 
 // SAFETY: the raw pointers inside `iovecs` and `msgs` are scratch: they
@@ -343,6 +345,25 @@ impl PortDevice for AfPacket {
             (Some(_), _) | (None, Some(_)) => self.reopen(),
             (None, None) => {}
         }
+        if let Some(socket) = &self.socket {
+            let mut stats: libc::tpacket_stats = zeroed();
+            let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+            // SAFETY: `stats` is a writable tpacket_stats and `len` its size;
+            // reading the statistics also resets them, so each drop is
+            // added once.
+            let rc = unsafe {
+                libc::getsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    libc::PACKET_STATISTICS,
+                    (&raw mut stats).cast(),
+                    &mut len,
+                )
+            };
+            if rc == 0 {
+                self.drops.ring_full += u64::from(stats.tp_drops);
+            }
+        }
     }
 
     fn link_lost(&self) -> u64 {
@@ -354,6 +375,7 @@ impl PortDevice for AfPacket {
             ("rx_truncated", self.drops.truncated),
             ("rx_bad_offload", self.drops.bad_offload),
             ("tx_too_big", self.drops.tx_too_big),
+            ("rx_queue_full", self.drops.ring_full),
         ]
     }
 }
