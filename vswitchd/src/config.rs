@@ -1218,7 +1218,7 @@ impl Database {
     pub fn save(&self, config: &Config) -> Result<(), String> {
         let fail = |what: &str, e: std::io::Error| {
             format!(
-                "cannot save the configuration to {} ({what}: {e}); nothing was changed",
+                "cannot save the configuration to {} ({what}: {e}); nothing was changed: make room on its file system or make it writable, then repeat the command",
                 self.path.display()
             )
         };
