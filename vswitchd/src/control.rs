@@ -434,7 +434,19 @@ async fn serve_client(mut stream: UnixStream, control: &Control) {
         Ok(peer) => peer,
         Err(refused) => {
             tracing::warn!("refused a control client: {}", refused.message);
-            let _ = write_response(&mut stream, &Response::err(Value::Null, refused)).await;
+            // The refusal answers the client's first request (bounded in
+            // size and time): a client still writing it would otherwise
+            // see a broken pipe instead of the reason.
+            let mut first = Vec::new();
+            let mut reader = BufReader::new(&mut stream).take(4096);
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), reader.read_until(b'\n', &mut first))
+                    .await;
+            let id = serde_json::from_slice::<Value>(&first)
+                .ok()
+                .and_then(|request| request.get("id").cloned())
+                .unwrap_or(Value::Null);
+            let _ = write_response(&mut stream, &Response::err(id, refused)).await;
             return;
         }
     };
