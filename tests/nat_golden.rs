@@ -82,6 +82,11 @@ fn masquerade_through_the_gateway_and_back_resolving_by_arp() {
     let back = sw.new_tx("p1");
     assert_eq!(back.len(), 1);
     assert_eq!(fields(&back[0]), (CONTAINER, GATEWAY_MAC, [203, 0, 113, 7], [198, 18, 0, 2], 53, 5000, 63));
+    // The frames that waited for ARP were delayed, not dropped.
+    for port in ["p1", "up0"] {
+        let stats = sw.port_stats("br0", port);
+        assert_eq!(stats["drop_reasons"], serde_json::json!({}), "{port}: {stats}");
+    }
     // Unasked traffic to the uplink's address is dropped by the compiled flows.
     sw.replay("br0", "up0", &[udp(UPLINK_MAC, NEXTHOP, [203, 0, 113, 9], [198, 19, 0, 1], 53, 6000)]);
     sw.expect_tx(&[("p1", vec![]), ("up0", vec![])]);

@@ -158,6 +158,9 @@ enum CtOutcome {
     /// Frames the recirculated pass sent, and why it dropped, if it did;
     /// the action list goes on either way.
     Continue(u16, Option<DropReason>),
+    /// The recirculated pass left the packet waiting for ARP: neither sent
+    /// nor dropped (yet); the action list goes on.
+    Parked,
 }
 
 /// How many times a packet may go back through the tables after
@@ -798,6 +801,7 @@ impl Bridge {
                             outputs += sent;
                             normal_drop = drop.or(normal_drop);
                         }
+                        CtOutcome::Parked => parked = true,
                     }
                     reparsed = copy.as_deref().and_then(|f| L2Header::parse(f).ok());
                 }
@@ -855,6 +859,9 @@ impl Bridge {
         let recirculated = Packet { data: frame, offload: *offload };
         let origin = Origin { recirculations: origin.recirculations + 1, ..origin };
         match self.execute(origin, recirculated, &header, &decided.actions, tx) {
+            // `execute` sends nothing without an error only when the
+            // frame waits for ARP.
+            Ok(0) => CtOutcome::Parked,
             Ok(sent) => CtOutcome::Continue(sent, None),
             Err(reason) => CtOutcome::Continue(0, Some(reason)),
         }
@@ -925,6 +932,12 @@ impl Bridge {
         let result = match self.router.route(now, &mut routed, packet.offload) {
             Routed::Send(egress) => {
                 Ok(self.send_routed(now, Packet { data: &routed, offload: packet.offload }, egress, tx))
+            }
+            Routed::SendAndAsk { egress, request } => {
+                let sent =
+                    self.send_routed(now, Packet { data: &routed, offload: packet.offload }, egress, tx);
+                self.send_routed(now, Packet::from(&request[..]), egress, tx);
+                Ok(sent)
             }
             Routed::Resolving { request, egress } => {
                 self.send_routed(now, Packet::from(&request[..]), egress, tx);

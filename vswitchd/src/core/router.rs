@@ -12,7 +12,12 @@
 //! the destination to the neighbour's, from the ARP cache. On a miss the
 //! frame waits (a few per neighbour, bounded in all) while an ARP request
 //! goes out; the answer releases it. Neighbours are learned from ARP
-//! traffic addressed to an interface.
+//! traffic addressed to an interface. A neighbour in use is asked again
+//! (a unicast request, as Linux probes a stale entry) once it is
+//! [`NEIGHBOUR_REFRESH_SECS`] old, while frames keep going to the MAC it
+//! has: its answer renews the entry before it ages out, so a busy
+//! connection never stops to resolve again. A neighbour that does not
+//! answer ages out, and the next frame waits for a broadcast request.
 //!
 //! Invariants: at most [`MAX_PENDING_PER_NEIGHBOUR`] frames wait for one
 //! neighbour and [`MAX_PENDING`] in all (the oldest go, counted); the ARP
@@ -31,6 +36,8 @@ pub const MAX_PENDING_PER_NEIGHBOUR: usize = 8;
 pub const MAX_PENDING: usize = 256;
 pub const MAX_NEIGHBOURS: usize = 4096;
 pub const NEIGHBOUR_AGING_SECS: u64 = 300;
+/// From this age on, a neighbour in use is asked to confirm itself.
+pub const NEIGHBOUR_REFRESH_SECS: u64 = 240;
 /// How long a neighbour has to answer before it is asked again.
 pub const ARP_RETRY_MS: u64 = 1000;
 
@@ -69,6 +76,12 @@ pub enum Egress {
 pub enum Routed {
     /// Rewritten in place; send it.
     Send(Egress),
+    /// Rewritten in place; send it, and this ARP request that asks the
+    /// neighbour to confirm its address before its entry ages out.
+    SendAndAsk {
+        egress: Egress,
+        request: Vec<u8>,
+    },
     /// Waiting for the neighbour's MAC; send this ARP request.
     Resolving {
         request: Vec<u8>,
@@ -97,6 +110,8 @@ type Waiting = VecDeque<(Vec<u8>, Egress, Offload)>;
 pub struct Router {
     interfaces: Vec<Interface>,
     neighbours: HashMap<u32, (Mac, Timestamp)>,
+    /// When a neighbour in use was last asked to confirm itself.
+    confirming: HashMap<u32, Timestamp>,
     /// Frames waiting for a neighbour's MAC, with where they go, and when
     /// the neighbour was last asked for.
     pending: HashMap<u32, (Waiting, Timestamp)>,
@@ -164,6 +179,7 @@ impl Router {
             }
         }
         self.neighbours.insert(sender_ip, (sender_mac, now));
+        self.confirming.remove(&sender_ip);
         let Some((waiting, _)) = self.pending.remove(&sender_ip) else { return Vec::new() };
         self.pending_total -= waiting.len();
         waiting
@@ -206,7 +222,15 @@ impl Router {
         if let Some(mac) = self.neighbour(neighbour, now) {
             frame[0..6].copy_from_slice(&mac);
             self.stats.routed += 1;
-            return Routed::Send(egress);
+            return match self.confirmation_due(neighbour, now) {
+                false => Routed::Send(egress),
+                true => {
+                    self.stats.arp_requests += 1;
+                    let mut request = arp_request(&interface.address, neighbour);
+                    request[0..6].copy_from_slice(&mac);
+                    Routed::SendAndAsk { egress, request }
+                }
+            };
         }
         let asked = self.pending.get(&neighbour).map(|(_, at)| *at);
         self.park(now, neighbour, (std::mem::take(frame), egress, offload));
@@ -219,6 +243,24 @@ impl Router {
         }
         self.stats.arp_requests += 1;
         Routed::Resolving { request: arp_request(&interface.address, neighbour), egress }
+    }
+
+    /// Whether a known neighbour is old enough to be asked again, and was
+    /// not asked within the last [`ARP_RETRY_MS`]; if so, notes the asking.
+    fn confirmation_due(&mut self, neighbour: u32, now: Timestamp) -> bool {
+        let Some((_, seen)) = self.neighbours.get(&neighbour) else { return false };
+        if now.millis().saturating_sub(seen.millis()) < NEIGHBOUR_REFRESH_SECS * 1000 {
+            return false;
+        }
+        let asked = self.confirming.get(&neighbour);
+        if asked.is_some_and(|at| now.millis().saturating_sub(at.millis()) < ARP_RETRY_MS) {
+            return false;
+        }
+        if self.confirming.len() >= MAX_NEIGHBOURS {
+            self.confirming.retain(|ip, _| self.neighbours.contains_key(ip));
+        }
+        self.confirming.insert(neighbour, now);
+        true
     }
 
     fn no_route(&mut self) -> Routed {
@@ -365,6 +407,36 @@ mod tests {
                 Timestamp::from_millis(NEIGHBOUR_AGING_SECS * 1000)
             )
             .is_none());
+    }
+
+    #[test]
+    fn a_neighbour_in_use_is_asked_to_confirm_itself_before_it_ages_out() {
+        let mut r = router();
+        let uplink = r.interfaces()[1].address;
+        let at = |secs: f64| Timestamp::from_millis((secs * 1000.0) as u64);
+        let route = |r: &mut Router, secs| {
+            r.route(at(secs), &mut ip_frame([198, 18, 0, 2], [203, 0, 113, 7], 64), Offload::NONE)
+        };
+        let reply = arp_reply(NEXTHOP_MAC, [198, 19, 0, 254], &uplink);
+        let l2 = L2Header::parse(&reply).unwrap();
+        r.learn_arp(at(0.0), &reply, &l2, 9);
+
+        assert_eq!(route(&mut r, 100.0), Routed::Send(Egress::Port(9)));
+        // Old enough: the frame still goes, with a unicast request beside it.
+        let Routed::SendAndAsk { egress, request } = route(&mut r, NEIGHBOUR_REFRESH_SECS as f64) else {
+            panic!("a confirmation is due")
+        };
+        assert_eq!(egress, Egress::Port(9));
+        assert_eq!((&request[0..6], &request[38..42]), (&NEXTHOP_MAC[..], &[198, 19, 0, 254][..]));
+        // Asked once a second at most.
+        assert_eq!(route(&mut r, NEIGHBOUR_REFRESH_SECS as f64 + 0.5), Routed::Send(Egress::Port(9)));
+        assert!(matches!(route(&mut r, NEIGHBOUR_REFRESH_SECS as f64 + 1.0), Routed::SendAndAsk { .. }));
+        // The answer renews the entry: past the old aging time, frames go on.
+        r.learn_arp(at(NEIGHBOUR_REFRESH_SECS as f64 + 1.1), &reply, &l2, 9);
+        assert_eq!(route(&mut r, NEIGHBOUR_AGING_SECS as f64 + 10.0), Routed::Send(Egress::Port(9)));
+        // Without an answer the entry ages out, and frames wait again.
+        let silent = NEIGHBOUR_REFRESH_SECS as f64 + 1.1 + NEIGHBOUR_AGING_SECS as f64;
+        assert!(matches!(route(&mut r, silent), Routed::Resolving { .. }));
     }
 
     #[test]
