@@ -4,86 +4,14 @@
 //! frames per second on one core.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use vswitchd::core::bridge::{Bridge, Transmit};
-use vswitchd::core::offload::Offload;
+use vswitchd::core::bridge::Bridge;
 use vswitchd::core::vlan::PortVlan;
 use vswitchd::core::Timestamp;
-use vswitchd::ports::{PacketBatch, BATCH_SIZE};
+use vswitchd::ports::BATCH_SIZE;
 
-const PORTS: u16 = 4;
-const HOSTS: usize = 1000;
-
-struct Queues(Vec<PacketBatch>);
-
-impl Transmit for Queues {
-    fn transmit(&mut self, port: u16, frame: &[u8], offload: &Offload) {
-        self.0[usize::from(port)].push(frame, offload);
-    }
-}
-
-impl Queues {
-    fn new() -> Queues {
-        Queues((0..=PORTS).map(|_| PacketBatch::default()).collect())
-    }
-
-    fn drain(&mut self) {
-        self.0.iter_mut().for_each(PacketBatch::clear);
-    }
-}
-
-fn host_mac(i: usize) -> [u8; 6] {
-    [0x02, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]
-}
-
-fn host_port(i: usize) -> u16 {
-    (i % usize::from(PORTS)) as u16 + 1
-}
-
-fn frame(dst: [u8; 6], src: [u8; 6], vid: Option<u16>) -> Vec<u8> {
-    let mut f = dst.to_vec();
-    f.extend_from_slice(&src);
-    if let Some(vid) = vid {
-        f.extend_from_slice(&[0x81, 0x00, (vid >> 8) as u8, vid as u8]);
-    }
-    f.extend_from_slice(&[
-        0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
-    ]);
-    f.resize(60, 0);
-    f
-}
-
-/// A bridge of 4 trunk ports that has learned 1,000 hosts spread over them.
-fn learned_bridge(vlans: impl Fn(u16) -> PortVlan) -> Bridge {
-    let mut bridge = Bridge::default();
-    for p in 1..=PORTS {
-        bridge.set_port(p, &format!("p{p}"), vlans(p));
-    }
-    let mut sink = Queues::new();
-    for i in 0..HOSTS {
-        let hello = frame([0xff; 6], host_mac(i), None);
-        bridge.receive(Timestamp::from_millis(0), host_port(i), hello.as_slice().into(), &mut sink);
-        sink.drain();
-    }
-    assert_eq!(bridge.mac_table().len(), HOSTS);
-    bridge
-}
-
-/// Batches received on port 1, each frame from a host behind port 1 to a
-/// host behind another port.
-fn unicast_batches(vid: Option<u16>) -> Vec<Vec<Vec<u8>>> {
-    let sources: Vec<usize> = (0..HOSTS).filter(|&i| host_port(i) == 1).collect();
-    let dests: Vec<usize> = (0..HOSTS).filter(|&i| host_port(i) != 1).collect();
-    (0..64)
-        .map(|b| {
-            (0..BATCH_SIZE)
-                .map(|k| {
-                    let n = b * BATCH_SIZE + k;
-                    frame(host_mac(dests[n * 7 % dests.len()]), host_mac(sources[n % sources.len()]), vid)
-                })
-                .collect()
-        })
-        .collect()
-}
+#[path = "common/l2.rs"]
+mod l2;
+use l2::*;
 
 fn run(c: &mut Criterion, name: &str, mut bridge: Bridge, batches: Vec<Vec<Vec<u8>>>) {
     let mut group = c.benchmark_group("l2_datapath");

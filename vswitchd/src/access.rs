@@ -37,17 +37,6 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Who the daemon itself is: for work it does on its own behalf, such
-    /// as the configuration read at start-up.
-    pub fn daemon() -> Peer {
-        Peer {
-            uid: nix::unistd::geteuid().as_raw(),
-            gid: nix::unistd::getegid().as_raw(),
-            groups: Vec::new(),
-            pid: std::process::id() as i32,
-        }
-    }
-
     /// The credentials of the process that connected `socket`.
     pub fn of(socket: &impl AsRawFd) -> std::io::Result<Peer> {
         let fd = socket.as_raw_fd();

@@ -5,7 +5,9 @@
 //! method to run, so that every malformed input can be tested (and
 //! property-tested) without a daemon. [`serve`] puts it on a Unix socket:
 //! one task per client, lines bounded by [`MAX_MESSAGE_BYTES`], at most
-//! [`MAX_CLIENTS`] clients at once (the next is told the daemon is busy).
+//! [`MAX_CLIENTS`] clients at once (the next is told the daemon is busy),
+//! each admitted first by the kernel's credentials of the peer, and each
+//! transaction's files checked against them (see [`crate::access`]).
 //!
 //! Transactions are serialized by the lock on the configuration. A
 //! transaction's devices are opened, then the new configuration is saved,
