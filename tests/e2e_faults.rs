@@ -16,24 +16,6 @@ use nix::sys::signal::Signal;
 use testkit::lab::*;
 use testkit::*;
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what} did not happen within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Per-second received Mbit/s of an iperf3 JSON report.
-fn per_second(report: &serde_json::Value) -> Vec<f64> {
-    report["intervals"]
-        .as_array()
-        .map(|intervals| {
-            intervals.iter().map(|i| i["sum"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6).collect()
-        })
-        .unwrap_or_default()
-}
-
 fn iperf3_report(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("iperf3 printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)))
@@ -123,7 +105,7 @@ fn sigkill_under_traffic_and_a_config_burst_then_restart_resumes_everything() {
     let out = stream.wait_output(Duration::from_secs(30));
     let _ = server.wait_output(Duration::from_secs(5));
     let report = iperf3_report(&out);
-    let rates = per_second(&report);
+    let rates = iperf3_mbps_per_interval(&report);
     eprintln!(
         "SIGKILL after {} acknowledged port additions: {} configured after restart; daemon answering {:.2} s \
          after the kill, ping through it {:.2} s after; the TCP stream (Mbit/s per second): {rates:.0?}",

@@ -159,31 +159,7 @@ fn new_connection_flood_through_nat_keeps_conntrack_at_its_limit() {
     const LIMIT: usize = 1000;
     const FLOOD: usize = 50_000;
     let mut lab = Lab::new("ctfl");
-    lab.sw.ok(&[
-        "add-br",
-        "br0",
-        "--",
-        "set",
-        "bridge",
-        "br0",
-        "gateway=198.18.0.1/24",
-        &format!("other_config:ct-max={LIMIT}"),
-    ]);
-    let outside = lab.host("br0", "out", "198.19.0.254/24", &[]);
-    let uplink = lab.port_of("br0", outside);
-    lab.sw.ok(&[
-        "set",
-        "port",
-        &uplink,
-        "ip=198.19.0.1/24",
-        "nexthop=198.19.0.254",
-        "--",
-        "add-nat",
-        "br0",
-        "masquerade",
-        "--out-port",
-        &uplink,
-    ]);
+    let outside = lab.docker_network("br0", &[&format!("other_config:ct-max={LIMIT}")]);
     let c1 = lab.container("br0", 2, &["--gateway", "198.18.0.1"]);
     let attacker = lab.container("br0", 3, &["--gateway", "198.18.0.1"]);
     assert!(lab.c(attacker).pings("198.19.0.254", 1), "the attacker resolved its gateway");
@@ -213,12 +189,7 @@ fn new_connection_flood_through_nat_keeps_conntrack_at_its_limit() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("iperf3 printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     assert!(out.status.success(), "the established connection failed: {report}");
-    let per_second: Vec<f64> = report["intervals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["sum"]["bits_per_second"].as_f64().unwrap() / 1e6)
-        .collect();
+    let per_second = iperf3_mbps_per_interval(&report);
     let (after, peak) = memory_kib(pid);
     eprintln!(
         "conntrack flood: {injected} SYNs in {:.2} s; {tracked} connections tracked (limit {LIMIT}); \
@@ -308,12 +279,7 @@ fn forwarding_figures(lab: &Lab, c1: usize, c2: usize) -> (u64, u64, f64, Vec<f6
     let report: serde_json::Value = serde_json::from_slice(&tcp.stdout)
         .unwrap_or_else(|e| panic!("iperf3 printed no JSON ({e}): {}", String::from_utf8_lossy(&tcp.stderr)));
     assert!(tcp.status.success(), "iperf3 failed: {report}");
-    let per_second = report["intervals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["sum"]["bits_per_second"].as_f64().unwrap() / 1e6)
-        .collect();
+    let per_second = iperf3_mbps_per_interval(&report);
     let (sent, answered) = ping_counts(&ping);
     (sent, answered, ping_avg_ms(&ping), per_second)
 }

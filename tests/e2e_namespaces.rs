@@ -3,17 +3,9 @@
 //! (a container's namespace deleted, a system port's interface deleted and
 //! re-created) while other ports keep forwarding. Root only; CI runs them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testkit::lab::*;
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what} did not happen within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn two_containers_ping_each_other_through_the_switch() {

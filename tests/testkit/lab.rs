@@ -33,6 +33,25 @@ pub fn traffic_lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Polls `ok` every 50 ms until it holds; fails the test after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} did not happen within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The Mbit/s of each interval of an iperf3 JSON report (`-i 1 -J`).
+pub fn iperf3_mbps_per_interval(report: &serde_json::Value) -> Vec<f64> {
+    report["intervals"]
+        .as_array()
+        .map(|intervals| {
+            intervals.iter().map(|i| i["sum"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6).collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     out
@@ -282,6 +301,32 @@ impl Lab {
             .and_then(|p| p["name"].as_str())
             .unwrap_or_else(|| panic!("no port for {name} on {bridge}"))
             .to_owned()
+    }
+
+    /// Docker's bridge network on `bridge`: the gateway 198.18.0.1/24
+    /// (with `settings` for the bridge besides), an "outside" namespace at
+    /// 198.19.0.254 on an uplink whose address is 198.19.0.1, and the
+    /// masquerade out of it. Returns the outside's index in `containers`.
+    pub fn docker_network(&mut self, bridge: &str, settings: &[&str]) -> usize {
+        let mut args = vec!["add-br", bridge, "--", "set", "bridge", bridge, "gateway=198.18.0.1/24"];
+        args.extend_from_slice(settings);
+        self.sw.ok(&args);
+        let outside = self.host(bridge, "out", "198.19.0.254/24", &[]);
+        let uplink = self.port_of(bridge, outside);
+        self.sw.ok(&[
+            "set",
+            "port",
+            &uplink,
+            "ip=198.19.0.1/24",
+            "nexthop=198.19.0.254",
+            "--",
+            "add-nat",
+            bridge,
+            "masquerade",
+            "--out-port",
+            &uplink,
+        ]);
+        outside
     }
 
     pub fn prefix(&self) -> &str {
