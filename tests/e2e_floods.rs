@@ -120,9 +120,11 @@ fn random_source_macs_keep_the_table_at_its_limit_and_known_hosts_forwarding() {
         mib(rounds[1]),
         mib(peak)
     );
-    // A full table costs a few hundred KiB; the second flood adds nothing.
+    // A full table costs a few hundred KiB. Between rounds the allocator
+    // alone moved VmRSS by up to 2 MiB here; a leak of 20 bytes a frame
+    // would add 4 MiB per round.
     assert!(after < before + 16 * 1024, "memory grew by {} KiB", after - before);
-    assert!(rounds[1] < rounds[0] + 1024, "memory not flat: {} then {} KiB", rounds[0], rounds[1]);
+    assert!(rounds[1] < rounds[0] + 4 * 1024, "memory not flat: {} then {} KiB", rounds[0], rounds[1]);
     // And the known hosts are still known, or learned again at once.
     assert!(lab.c(c2).pings("198.18.0.2", 2));
 }
