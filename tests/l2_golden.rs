@@ -263,3 +263,24 @@ fn counters_add_up() {
     let p2 = sw.port_stats("br0", "p2");
     assert_eq!((p2["tx_packets"].as_u64(), p2["tx_bytes"].as_u64()), (Some(1), Some(60)));
 }
+
+#[test]
+fn memory_show_tells_how_full_the_tables_are() {
+    let sw = three_port_switch();
+    sw.ok(&["set", "bridge", "br0", "other_config:mac-table-size=2"]);
+    let hosts: Vec<Vec<u8>> = (1..=5).map(|i| frame(BROADCAST, mac(i))).collect();
+    sw.replay("br0", "p1", &hosts);
+    let memory = sw.json(&["memory-show"]);
+    let br0 = &memory["bridges"][0];
+    assert_eq!(br0["name"], "br0");
+    // The bridge's own internal port counts, as in OVS.
+    assert_eq!((br0["ports"].as_u64(), br0["flows"].as_u64()), (Some(4), Some(1)), "{memory}");
+    assert_eq!((br0["mac_entries"].as_u64(), br0["mac_limit"].as_u64()), (Some(2), Some(2)), "{memory}");
+    assert_eq!(br0["conntrack"], 0);
+    let (rss, peak) = (memory["rss_kib"].as_u64().unwrap(), memory["peak_rss_kib"].as_u64().unwrap());
+    assert!(rss > 0 && peak >= rss, "{memory}");
+    // The receive and transmit batches the replay went through.
+    assert!(memory["packet_buffers"].as_u64() > Some(0), "{memory}");
+    let text = sw.ok(&["memory-show"]);
+    assert!(text.contains("br0: ports:4 flows:1") && text.contains("mac:2/2"), "{text}");
+}

@@ -412,6 +412,8 @@ pub enum Command {
         bridge: String,
         port: Option<String>,
     },
+    /// What the daemon's memory holds, as `ovs-appctl memory/show` tells.
+    MemoryShow,
 }
 
 impl Command {
@@ -432,6 +434,7 @@ impl Command {
                 | Command::DpctlDumpFlows { .. }
                 | Command::Trace { .. }
                 | Command::DumpConntrack { .. }
+                | Command::MemoryShow
         )
     }
 }
@@ -449,6 +452,43 @@ pub enum CommandResult {
     Flows(Vec<FlowView>),
     Megaflows(Vec<MegaflowView>),
     Conntrack(Vec<ConnView>),
+    Memory(MemoryView),
+}
+
+/// The daemon's memory and what fills it, for `memory-show`: enough to
+/// tell a table at its limit or a buffer grown by traffic from a leak.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryView {
+    /// Resident set size (VmRSS) and its peak (VmHWM), KiB.
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+    /// Bytes allocated and not freed (glibc's `mallinfo2`: in-use chunks
+    /// plus mmapped ones); `None` when the allocator cannot say.
+    #[serde(default)]
+    pub heap_in_use: Option<u64>,
+    /// Bytes freed but kept by the allocator for reuse.
+    #[serde(default)]
+    pub heap_free: Option<u64>,
+    /// The datapath's packet buffers: bytes reserved for frames being
+    /// received and queued for sending.
+    pub packet_buffers: u64,
+    pub bridges: Vec<BridgeMemory>,
+}
+
+/// How full one bridge's tables are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeMemory {
+    pub name: String,
+    pub ports: usize,
+    pub flows: usize,
+    pub megaflows: usize,
+    pub mac_entries: usize,
+    pub mac_limit: usize,
+    pub conntrack: usize,
+    pub conntrack_limit: usize,
+    /// Gateway ARP neighbours, and frames waiting for one to answer.
+    pub neighbours: usize,
+    pub frames_waiting_for_arp: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -81,6 +81,7 @@ State:
   dump-conntrack BRIDGE               tracked connections: tuples both ways, state, timeout
   flush-conntrack BRIDGE              forget every tracked connection
   dump-ports BRIDGE [PORT]            per-port counters and drop reasons
+  memory-show                         the daemon's memory, and how full each bridge's tables are
 Datapath:
   replay BRIDGE PORT FILE.pcap        switch a capture's frames as if received on PORT
   time-warp MSECS                     advance the datapath clock (aging) without waiting
@@ -500,6 +501,11 @@ fn parse_command(words: &[String]) -> Result<Command, String> {
                 return Err("usage: dump-ports BRIDGE [PORT]".into());
             }
             Command::DumpPorts { bridge: args[0].clone(), port: args.get(1).cloned() }
+        }
+        "memory-show" => {
+            allow(false, false)?;
+            exactly(args, 0, "memory-show")?;
+            Command::MemoryShow
         }
         "replay" | "time-warp" => return Err(format!("{name} cannot be joined with other commands by --")),
         other => return Err(format!("unknown command {other:?}; see vsctl --help")),

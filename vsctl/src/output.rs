@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use proto::{BridgeView, CommandResult, ConnView, FdbEntry, FlowView, MegaflowView, PortStats, TupleView};
+use proto::{
+    BridgeView, CommandResult, ConnView, FdbEntry, FlowView, MegaflowView, MemoryView, PortStats, TupleView,
+};
 
 fn map(m: &std::collections::BTreeMap<String, String>) -> String {
     let pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
@@ -145,6 +147,39 @@ pub fn conntrack(conns: &[ConnView]) -> String {
         .collect()
 }
 
+/// Process figures on one line, then a line per bridge, as
+/// `ovs-appctl memory/show` prints `key:value` pairs.
+pub fn memory(m: &MemoryView) -> String {
+    let mib = |bytes: u64| format!("{:.1}MiB", bytes as f64 / (1 << 20) as f64);
+    let mut out = format!(
+        "rss:{} peak_rss:{} packet_buffers:{}",
+        mib(m.rss_kib * 1024),
+        mib(m.peak_rss_kib * 1024),
+        mib(m.packet_buffers)
+    );
+    if let (Some(in_use), Some(free)) = (m.heap_in_use, m.heap_free) {
+        let _ = write!(out, " heap_in_use:{} heap_free:{}", mib(in_use), mib(free));
+    }
+    out.push('\n');
+    for b in &m.bridges {
+        let _ = writeln!(
+            out,
+            "{}: ports:{} flows:{} megaflows:{} mac:{}/{} conntrack:{}/{} neighbours:{} waiting_for_arp:{}",
+            b.name,
+            b.ports,
+            b.flows,
+            b.megaflows,
+            b.mac_entries,
+            b.mac_limit,
+            b.conntrack,
+            b.conntrack_limit,
+            b.neighbours,
+            b.frames_waiting_for_arp
+        );
+    }
+    out
+}
+
 /// The text a command's result prints, if any.
 pub fn text(result: &CommandResult) -> String {
     match result {
@@ -158,6 +193,7 @@ pub fn text(result: &CommandResult) -> String {
         CommandResult::Flows(f) => flows(f),
         CommandResult::Megaflows(m) => megaflows(m),
         CommandResult::Conntrack(c) => conntrack(c),
+        CommandResult::Memory(m) => memory(m),
     }
 }
 
@@ -173,5 +209,6 @@ pub fn json(result: &CommandResult) -> serde_json::Value {
         CommandResult::Flows(v) => serde_json::json!(v),
         CommandResult::Megaflows(v) => serde_json::json!(v),
         CommandResult::Conntrack(v) => serde_json::json!(v),
+        CommandResult::Memory(v) => serde_json::json!(v),
     }
 }

@@ -200,6 +200,7 @@ pub enum LiveQuery {
     Fdb { bridge: String },
     FdbFlush { bridge: Option<String> },
     Stats { bridge: String, port: Option<String> },
+    Memory,
 }
 
 /// What one command yields: an answer now, or a live query for later.
@@ -537,6 +538,7 @@ impl Config {
                 }
                 Outcome::live(LiveQuery::Stats { bridge: bridge.clone(), port: port.clone() })
             }
+            Command::MemoryShow => Outcome::live(LiveQuery::Memory),
         }
     }
 

@@ -353,6 +353,11 @@ impl Control {
             LiveQuery::Stats { bridge, port } => {
                 CommandResult::Ports(dp.call(|done| DpRequest::Stats { bridge, port, done }).await?)
             }
+            LiveQuery::Memory => {
+                let mut view = dp.call(|done| DpRequest::Memory { done }).await?;
+                crate::memory::fill_process_figures(&mut view);
+                CommandResult::Memory(view)
+            }
         })
     }
 

@@ -32,7 +32,8 @@ use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use proto::{
-    ConnView, ErrorCode, FdbEntry, FlowView, MegaflowView, PortStats, ReplayReply, RpcError, TupleView,
+    BridgeMemory, ConnView, ErrorCode, FdbEntry, FlowView, MegaflowView, MemoryView, PortStats, ReplayReply,
+    RpcError, TupleView,
 };
 use tokio::sync::oneshot;
 
@@ -133,6 +134,9 @@ pub enum Request {
         bridge: String,
         key: Words,
         done: oneshot::Sender<Vec<String>>,
+    },
+    Memory {
+        done: oneshot::Sender<MemoryView>,
     },
 }
 
@@ -610,6 +614,36 @@ impl Datapath {
             .collect()
     }
 
+    /// How full each bridge's tables are and the bytes held for packets;
+    /// the process-wide figures are the control plane's to add.
+    pub fn memory(&self) -> MemoryView {
+        let devices: usize =
+            self.bridges.values().flat_map(|rt| rt.ports.values()).map(|p| p.device.buffer_bytes()).sum();
+        let queues: usize = self.tx.0.iter().map(PacketBatch::capacity_bytes).sum::<usize>()
+            + self.rx.capacity_bytes()
+            + self.tunnel_rx.as_ref().map_or(0, |rx| rx.buffer_bytes());
+        let bridges = self
+            .bridges
+            .iter()
+            .map(|(name, rt)| {
+                let core = &rt.core;
+                BridgeMemory {
+                    name: name.clone(),
+                    ports: rt.ports.len(),
+                    flows: core.flow_count(),
+                    megaflows: core.megaflows().len(),
+                    mac_entries: core.mac_table().len(),
+                    mac_limit: core.mac_table().capacity(),
+                    conntrack: core.conntrack().len(),
+                    conntrack_limit: core.conntrack().limit(),
+                    neighbours: core.router().neighbour_count(),
+                    frames_waiting_for_arp: core.router().frames_waiting(),
+                }
+            })
+            .collect();
+        MemoryView { packet_buffers: (devices + queues) as u64, bridges, ..MemoryView::default() }
+    }
+
     fn handle(&mut self, request: Request) {
         // A requester that went away no longer wants the answer.
         match request {
@@ -655,6 +689,9 @@ impl Datapath {
                     runtime.core.flush_conntrack();
                 }
                 let _ = done.send(());
+            }
+            Request::Memory { done } => {
+                let _ = done.send(self.memory());
             }
             Request::Trace { bridge, key, done } => {
                 let now = self.now();

@@ -8,6 +8,7 @@
 //! - [`control`]: the control socket and its protocol.
 //! - [`access`]: who may use the control socket, and which files they may name.
 //! - [`daemon`]: start-up, locking, detaching, signals.
+//! - [`memory`]: the process's memory figures for `memory-show`.
 
 pub mod access;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod datapath;
+pub mod memory;
 pub mod nat;
 pub mod netns;
 pub mod ports;

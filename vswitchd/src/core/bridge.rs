@@ -306,6 +306,10 @@ impl Bridge {
         }
     }
 
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
     /// One flow's entry (counters as last folded).
     pub fn flow(&self, id: RuleId) -> Option<&FlowEntry> {
         self.flows.get(&id)

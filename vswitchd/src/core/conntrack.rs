@@ -436,6 +436,10 @@ impl Conntrack {
         self.count
     }
 
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

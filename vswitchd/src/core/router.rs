@@ -141,6 +141,16 @@ impl Router {
         &self.interfaces
     }
 
+    /// Entries in the ARP cache, aged out or not.
+    pub fn neighbour_count(&self) -> usize {
+        self.neighbours.len()
+    }
+
+    /// Frames waiting for a neighbour to answer.
+    pub fn frames_waiting(&self) -> usize {
+        self.pending_total
+    }
+
     /// The interface whose address is `ip`, if it is reached from `port`.
     pub fn interface_at(&self, ip: u32, port: u16) -> Option<&Interface> {
         self.interfaces.iter().find(|i| i.address.ip == ip && i.reached_from(port))

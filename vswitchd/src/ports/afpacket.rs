@@ -331,6 +331,10 @@ impl PortDevice for AfPacket {
         sent
     }
 
+    fn buffer_bytes(&self) -> usize {
+        self.slots.len() + self.cmsgs.len()
+    }
+
     fn error(&self) -> Option<String> {
         self.error.clone()
     }

@@ -66,6 +66,12 @@ pub trait PortDevice: Send {
         Vec::new()
     }
 
+    /// Bytes the device holds for frames (receive slots, a capture read
+    /// ahead), for `memory-show`.
+    fn buffer_bytes(&self) -> usize {
+        0
+    }
+
     /// For a tunnel port, the socket the datapath receives its packets
     /// from and its configuration, to tell its packets from others'.
     fn tunnel(&self) -> Option<(&Arc<tunnel::TunnelSocket>, &TunnelConfig)> {
@@ -114,6 +120,14 @@ impl PacketBatch {
 
     pub fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    /// Bytes reserved for frames and their metadata.
+    pub fn capacity_bytes(&self) -> usize {
+        self.data.capacity()
+            + self.ends.capacity() * std::mem::size_of::<usize>()
+            + self.offloads.capacity() * std::mem::size_of::<Offload>()
+            + self.tunnels.capacity() * std::mem::size_of::<TunnelMeta>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -195,6 +209,11 @@ pub struct RxQueue(VecDeque<Vec<u8>>);
 impl RxQueue {
     pub fn extend(&mut self, frames: impl IntoIterator<Item = Vec<u8>>) {
         self.0.extend(frames);
+    }
+
+    /// Bytes held by the frames waiting.
+    pub fn bytes(&self) -> usize {
+        self.0.iter().map(Vec::capacity).sum()
     }
 
     pub fn drain_into(&mut self, batch: &mut PacketBatch) -> usize {

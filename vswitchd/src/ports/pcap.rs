@@ -137,6 +137,10 @@ impl PortDevice for PcapDevice {
         self.rx.drain_into(batch)
     }
 
+    fn buffer_bytes(&self) -> usize {
+        self.rx.bytes()
+    }
+
     fn error(&self) -> Option<String> {
         self.error.clone()
     }

@@ -129,6 +129,10 @@ impl PortDevice for Tap {
         sent
     }
 
+    fn buffer_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
     fn error(&self) -> Option<String> {
         self.error.clone()
     }

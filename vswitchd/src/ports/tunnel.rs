@@ -231,6 +231,10 @@ impl Default for TunnelRx {
 }
 
 impl TunnelRx {
+    pub fn buffer_bytes(&self) -> usize {
+        self.slots.len() + self.cmsgs.len()
+    }
+
     /// Datagram `i` of the last receive: outer source, outer destination
     /// (0.0.0.0 if the kernel did not say) and payload (for GRE, the
     /// whole IP packet). `None` past the end or for a truncated datagram.
