@@ -16,7 +16,7 @@ use l2::*;
 fn run(c: &mut Criterion, name: &str, mut bridge: Bridge, batches: Vec<Vec<Vec<u8>>>) {
     let mut group = c.benchmark_group("l2_datapath");
     group.throughput(Throughput::Elements(BATCH_SIZE as u64));
-    let mut sink = Queues::new();
+    let mut sink = Queues::default();
     let mut round = 0usize;
     group.bench_function(name, |b| {
         b.iter(|| {
@@ -24,7 +24,7 @@ fn run(c: &mut Criterion, name: &str, mut bridge: Bridge, batches: Vec<Vec<Vec<u
             let now = Timestamp::from_millis(round as u64);
             let batch = &batches[round % batches.len()];
             bridge.receive_batch(now, 1, batch.iter().map(Vec::as_slice), &mut sink);
-            sink.drain();
+            sink.clear();
         })
     });
     group.finish();

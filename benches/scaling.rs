@@ -29,7 +29,7 @@ use l2::*;
 fn forward(start: &Barrier, length: Duration) -> u64 {
     let mut bridge = learned_bridge(|_| PortVlan::default());
     let batches = unicast_batches(None);
-    let mut sink = Queues::new();
+    let mut sink = Queues::default();
     let mut frames = 0u64;
     let mut round = 0usize;
     start.wait();
@@ -41,7 +41,7 @@ fn forward(start: &Barrier, length: Duration) -> u64 {
             let now = Timestamp::from_millis(round as u64 / 1024);
             let batch = batches[round % batches.len()].iter().map(Vec::as_slice);
             bridge.receive_batch(now, 1, batch, &mut sink);
-            sink.drain();
+            sink.clear();
             frames += BATCH_SIZE as u64;
         }
     }

@@ -2,32 +2,14 @@
 //! 1,000 hosts, the per-port transmit queues the daemon uses, and batches
 //! of 64-byte unicast frames between the hosts.
 
-use vswitchd::core::bridge::{Bridge, Transmit};
-use vswitchd::core::offload::Offload;
+use vswitchd::core::bridge::Bridge;
 use vswitchd::core::vlan::PortVlan;
 use vswitchd::core::Timestamp;
-use vswitchd::ports::{PacketBatch, BATCH_SIZE};
+pub use vswitchd::ports::TxQueues as Queues;
+use vswitchd::ports::BATCH_SIZE;
 
 pub const PORTS: u16 = 4;
 pub const HOSTS: usize = 1000;
-
-pub struct Queues(Vec<PacketBatch>);
-
-impl Transmit for Queues {
-    fn transmit(&mut self, port: u16, frame: &[u8], offload: &Offload) {
-        self.0[usize::from(port)].push(frame, offload);
-    }
-}
-
-impl Queues {
-    pub fn new() -> Queues {
-        Queues((0..=PORTS).map(|_| PacketBatch::default()).collect())
-    }
-
-    pub fn drain(&mut self) {
-        self.0.iter_mut().for_each(PacketBatch::clear);
-    }
-}
 
 pub fn host_mac(i: usize) -> [u8; 6] {
     [0x02, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]
@@ -56,11 +38,11 @@ pub fn learned_bridge(vlans: impl Fn(u16) -> PortVlan) -> Bridge {
     for p in 1..=PORTS {
         bridge.set_port(p, &format!("p{p}"), vlans(p));
     }
-    let mut sink = Queues::new();
+    let mut sink = Queues::default();
     for i in 0..HOSTS {
         let hello = frame([0xff; 6], host_mac(i), None);
         bridge.receive(Timestamp::from_millis(0), host_port(i), hello.as_slice().into(), &mut sink);
-        sink.drain();
+        sink.clear();
     }
     assert_eq!(bridge.mac_table().len(), HOSTS);
     bridge

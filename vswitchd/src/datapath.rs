@@ -38,19 +38,16 @@ use proto::{
 use tokio::sync::oneshot;
 
 use crate::config::{Config, FlowOp, InterfaceConfig};
-use crate::core::bridge::{Bridge, Transmit};
+use crate::core::bridge::Bridge;
 use crate::core::classifier::{format_masked, Words};
 use crate::core::conntrack::{Tuple, PROTO_TCP, PROTO_UDP};
 use crate::core::ofctl::FlowSpec;
-use crate::core::offload::Offload;
 use crate::core::packet::{format_mac, Malformation};
-use crate::core::tunnel::{
-    decap_gre_packet, decap_vxlan, Decapsulated, Endpoint, TunnelKind, TunnelMap, TunnelMeta,
-};
+use crate::core::tunnel::{decap_gre_packet, decap_vxlan, Decapsulated, Endpoint, TunnelKind, TunnelMap};
 use crate::core::{DropReason, Timestamp};
 use crate::nat;
 use crate::ports::tunnel::{TunnelRx, TunnelSocket};
-use crate::ports::{PacketBatch, PortDevice, BATCH_SIZE};
+use crate::ports::{PacketBatch, PortDevice, TxQueues, BATCH_SIZE};
 
 /// Devices opened for a new configuration, by (bridge, port).
 pub type NewDevices = HashMap<(String, String), Box<dyn PortDevice>>;
@@ -148,28 +145,6 @@ struct PortRuntime {
 struct BridgeRuntime {
     core: Bridge,
     ports: BTreeMap<String, PortRuntime>,
-}
-
-/// Per-port transmit queues of one bridge, indexed by OpenFlow port number.
-#[derive(Default)]
-struct TxQueues(Vec<PacketBatch>);
-
-impl Transmit for TxQueues {
-    fn transmit(&mut self, port: u16, frame: &[u8], offload: &Offload) {
-        let i = usize::from(port);
-        if self.0.len() <= i {
-            self.0.resize_with(i + 1, PacketBatch::default);
-        }
-        self.0[i].push(frame, offload);
-    }
-
-    fn transmit_tunneled(&mut self, port: u16, frame: &[u8], offload: &Offload, tunnel: &TunnelMeta) {
-        let i = usize::from(port);
-        if self.0.len() <= i {
-            self.0.resize_with(i + 1, PacketBatch::default);
-        }
-        self.0[i].push_tunneled(frame, offload, tunnel);
-    }
 }
 
 /// A tunnel socket and the ports, as (bridge, OpenFlow port), it serves.
@@ -376,7 +351,7 @@ impl Datapath {
     /// Hands each output port's queue to its device.
     fn transmit_queued(runtime: &mut BridgeRuntime, tx: &mut TxQueues) {
         for port in runtime.ports.values_mut() {
-            let Some(queue) = tx.0.get_mut(usize::from(port.ofport)) else { continue };
+            let queue = tx.port(port.ofport);
             if queue.is_empty() {
                 continue;
             }
@@ -385,10 +360,9 @@ impl Datapath {
             if unsent > 0 {
                 runtime.core.count_tx_dropped(port.ofport, unsent as u64);
             }
-            queue.clear();
         }
         // Frames for ports that vanished in between are forgotten.
-        tx.0.iter_mut().for_each(PacketBatch::clear);
+        tx.clear();
     }
 
     pub fn inject(
@@ -619,7 +593,7 @@ impl Datapath {
     pub fn memory(&self) -> MemoryView {
         let devices: usize =
             self.bridges.values().flat_map(|rt| rt.ports.values()).map(|p| p.device.buffer_bytes()).sum();
-        let queues: usize = self.tx.0.iter().map(PacketBatch::capacity_bytes).sum::<usize>()
+        let queues: usize = self.tx.capacity_bytes()
             + self.rx.capacity_bytes()
             + self.tunnel_rx.as_ref().map_or(0, |rx| rx.buffer_bytes());
         let bridges = self

@@ -16,13 +16,16 @@
 //!   says why in `show` and reopens when an interface of its name returns.
 //!
 //! Costs: one copy in each direction (kernel to the rx slots, slots to the
-//! batch), 2 MiB of rx slots per port (32 frames of up to 64 KiB).
+//! batch). The 2 MiB of rx slots (32 frames of up to 64 KiB) belong to the
+//! batch being received into ([`PacketBatch::take_slots`]): the datapath
+//! has one, so they exist once, not once per port, and whichever port
+//! gets the first bursts of big frames touches their pages for all.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::sys;
-use super::{PacketBatch, PortDevice, BATCH_SIZE};
+use super::{Frames, PacketBatch, PortDevice, BATCH_SIZE};
 use crate::core::offload::{Offload, VNET_HDR_LEN};
 
 /// A GSO frame is at most 64 KiB; its VLAN tag may be restored.
@@ -36,7 +39,6 @@ pub struct AfPacket {
     socket: Option<OwnedFd>,
     ifindex: u32,
     error: Option<String>,
-    slots: Vec<u8>,
     cmsgs: Vec<u8>,
     names: Vec<libc::sockaddr_ll>,
     iovecs: Vec<libc::iovec>,
@@ -76,7 +78,6 @@ impl AfPacket {
             socket: None,
             ifindex: 0,
             error: None,
-            slots: vec![0; BATCH_SIZE * SLOT],
             cmsgs: vec![0; BATCH_SIZE * CMSG_SPACE],
             names: (0..BATCH_SIZE).map(|_| zeroed()).collect(),
             iovecs: (0..BATCH_SIZE * 2).map(|_| zeroed()).collect(),
@@ -106,6 +107,70 @@ impl AfPacket {
                 Err(e) => self.go_down(format!("cannot open {} with AF_PACKET: {e}", self.name)),
             },
         }
+    }
+
+    /// One `recvmmsg` of up to a batch into `slots`, then each frame that
+    /// is good into `batch`; returns how many frames were taken.
+    fn receive_into(&mut self, slots: &mut [u8], batch: &mut PacketBatch) -> usize {
+        let Some(socket) = &self.socket else { return 0 };
+        let fd = socket.as_raw_fd();
+        for i in 0..BATCH_SIZE {
+            self.iovecs[i] = libc::iovec { iov_base: slots[i * SLOT..].as_mut_ptr().cast(), iov_len: SLOT };
+            let msg = &mut self.msgs[i];
+            msg.msg_len = 0;
+            msg.msg_hdr = zeroed();
+            msg.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_ll).cast();
+            msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            msg.msg_hdr.msg_iov = &mut self.iovecs[i];
+            msg.msg_hdr.msg_iovlen = 1;
+            msg.msg_hdr.msg_control = self.cmsgs[i * CMSG_SPACE..].as_mut_ptr().cast();
+            msg.msg_hdr.msg_controllen = CMSG_SPACE;
+        }
+        // SAFETY: every message points at buffers owned by `self` or
+        // borrowed in `slots`, all alive for the call, with their true lengths.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.msgs.as_mut_ptr(),
+                BATCH_SIZE as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::WouldBlock {
+                self.handle_io_error(&e);
+            }
+            return 0;
+        }
+        for i in 0..n as usize {
+            let len = self.msgs[i].msg_len as usize;
+            if self.names[i].sll_pkttype == libc::PACKET_OUTGOING {
+                continue;
+            }
+            if self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len < VNET_HDR_LEN {
+                self.drops.truncated += 1;
+                continue;
+            }
+            let slot = &slots[i * SLOT..i * SLOT + len];
+            let Ok(mut offload) = Offload::from_virtio(slot[..VNET_HDR_LEN].try_into().unwrap()) else {
+                self.drops.bad_offload += 1;
+                continue;
+            };
+            let frame = &slot[VNET_HDR_LEN..];
+            match self.stripped_tag(i) {
+                Some((tpid, tci)) if frame.len() >= 12 => {
+                    offload.shift(4);
+                    let mut tag = [0u8; 4];
+                    tag[..2].copy_from_slice(&tpid.to_be_bytes());
+                    tag[2..].copy_from_slice(&tci.to_be_bytes());
+                    batch.push_parts(&[&frame[..12], &tag, &frame[12..]], &offload);
+                }
+                _ => batch.push(frame, &offload),
+            }
+        }
+        n as usize
     }
 
     fn go_down(&mut self, reason: String) {
@@ -222,69 +287,16 @@ impl AfPacket {
 
 impl PortDevice for AfPacket {
     fn recv_batch(&mut self, batch: &mut PacketBatch) -> usize {
-        let Some(socket) = &self.socket else { return 0 };
-        let fd = socket.as_raw_fd();
-        for i in 0..BATCH_SIZE {
-            self.iovecs[i] =
-                libc::iovec { iov_base: self.slots[i * SLOT..].as_mut_ptr().cast(), iov_len: SLOT };
-            let msg = &mut self.msgs[i];
-            msg.msg_len = 0;
-            msg.msg_hdr = zeroed();
-            msg.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_ll).cast();
-            msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            msg.msg_hdr.msg_iov = &mut self.iovecs[i];
-            msg.msg_hdr.msg_iovlen = 1;
-            msg.msg_hdr.msg_control = self.cmsgs[i * CMSG_SPACE..].as_mut_ptr().cast();
-            msg.msg_hdr.msg_controllen = CMSG_SPACE;
-        }
-        // SAFETY: every message points at buffers owned by `self` that
-        // outlive the call, with their true lengths.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.msgs.as_mut_ptr(),
-                BATCH_SIZE as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::WouldBlock {
-                self.handle_io_error(&e);
-            }
+        if self.socket.is_none() {
             return 0;
         }
-        for i in 0..n as usize {
-            let len = self.msgs[i].msg_len as usize;
-            if self.names[i].sll_pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
-            if self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len < VNET_HDR_LEN {
-                self.drops.truncated += 1;
-                continue;
-            }
-            let slot = &self.slots[i * SLOT..i * SLOT + len];
-            let Ok(mut offload) = Offload::from_virtio(slot[..VNET_HDR_LEN].try_into().unwrap()) else {
-                self.drops.bad_offload += 1;
-                continue;
-            };
-            let frame = &slot[VNET_HDR_LEN..];
-            match self.stripped_tag(i) {
-                Some((tpid, tci)) if frame.len() >= 12 => {
-                    offload.shift(4);
-                    let mut tag = [0u8; 4];
-                    tag[..2].copy_from_slice(&tpid.to_be_bytes());
-                    tag[2..].copy_from_slice(&tci.to_be_bytes());
-                    batch.push_parts(&[&frame[..12], &tag, &frame[12..]], &offload);
-                }
-                _ => batch.push(frame, &offload),
-            }
-        }
-        n as usize
+        let mut slots = batch.take_slots(BATCH_SIZE * SLOT);
+        let n = self.receive_into(&mut slots, batch);
+        batch.put_slots(slots);
+        n
     }
 
-    fn send_batch(&mut self, frames: &PacketBatch) -> usize {
+    fn send_batch(&mut self, frames: Frames<'_>) -> usize {
         let Some(socket) = &self.socket else { return 0 };
         let fd = socket.as_raw_fd();
         let total = frames.len();
@@ -332,7 +344,7 @@ impl PortDevice for AfPacket {
     }
 
     fn buffer_bytes(&self) -> usize {
-        self.slots.len() + self.cmsgs.len()
+        self.cmsgs.len()
     }
 
     fn error(&self) -> Option<String> {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use proto::{ErrorCode, RpcError};
 
 use crate::config::InterfaceConfig;
-use crate::core::bridge::Packet;
+use crate::core::bridge::{Packet, Transmit};
 use crate::core::offload::Offload;
 use crate::core::tunnel::{TunnelConfig, TunnelMeta};
 
@@ -32,8 +32,8 @@ use crate::core::tunnel::{TunnelConfig, TunnelMeta};
 pub const BATCH_SIZE: usize = 32;
 
 pub trait PortDevice: Send {
-    /// Sends the queued frames; returns how many the device took.
-    fn send_batch(&mut self, frames: &PacketBatch) -> usize;
+    /// Sends the frames; returns how many the device took.
+    fn send_batch(&mut self, frames: Frames<'_>) -> usize;
 
     /// Appends up to [`BATCH_SIZE`] received frames to `batch`; returns
     /// how many frames it took from the device, including any it dropped
@@ -79,80 +79,205 @@ pub trait PortDevice: Send {
     }
 }
 
+/// Where one frame lies in a buffer of frames, with its offload metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRef {
+    start: usize,
+    end: usize,
+    offload: Offload,
+}
+
 /// Frames with their offload metadata in one reusable buffer: what a
-/// device received in one batch, or what was switched to a port.
+/// device received in one batch.
 #[derive(Debug, Default)]
 pub struct PacketBatch {
     data: Vec<u8>,
-    ends: Vec<usize>,
-    offloads: Vec<Offload>,
-    /// Each frame's tunnel metadata, in a tunnel port's queue (where every
-    /// frame has one); empty in any other.
+    frames: Vec<FrameRef>,
+    /// Each frame's tunnel metadata, when pushed with one (every frame of a
+    /// batch or none).
     tunnels: Vec<TunnelMeta>,
+    /// Where a device receives before it pushes the good frames: see
+    /// [`PacketBatch::take_slots`].
+    slots: Vec<u8>,
 }
 
 impl PacketBatch {
     pub fn push(&mut self, frame: &[u8], offload: &Offload) {
-        self.data.extend_from_slice(frame);
-        self.ends.push(self.data.len());
-        self.offloads.push(*offload);
+        self.push_parts(&[frame], offload);
     }
 
-    /// Appends a frame for a tunnel port.
+    /// Appends a frame with tunnel metadata.
     pub fn push_tunneled(&mut self, frame: &[u8], offload: &Offload, tunnel: &TunnelMeta) {
         self.push(frame, offload);
         self.tunnels.push(*tunnel);
     }
 
-    /// Frame `i`'s tunnel metadata (none if it was pushed without).
-    pub fn tunnel(&self, i: usize) -> TunnelMeta {
-        self.tunnels.get(i).copied().unwrap_or_default()
-    }
-
     /// Appends one frame given in pieces (e.g. with a VLAN tag put back).
     pub fn push_parts(&mut self, parts: &[&[u8]], offload: &Offload) {
+        let start = self.data.len();
         for part in parts {
             self.data.extend_from_slice(part);
         }
-        self.ends.push(self.data.len());
-        self.offloads.push(*offload);
+        self.frames.push(FrameRef { start, end: self.data.len(), offload: *offload });
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// Bytes reserved for frames and their metadata.
-    pub fn capacity_bytes(&self) -> usize {
-        self.data.capacity()
-            + self.ends.capacity() * std::mem::size_of::<usize>()
-            + self.offloads.capacity() * std::mem::size_of::<Offload>()
-            + self.tunnels.capacity() * std::mem::size_of::<TunnelMeta>()
+        self.frames.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.frames.is_empty()
     }
 
     pub fn clear(&mut self) {
         self.data.clear();
-        self.ends.clear();
-        self.offloads.clear();
+        self.frames.clear();
         self.tunnels.clear();
     }
 
+    /// All the frames, as a device sends them.
+    pub fn frames(&self) -> Frames<'_> {
+        Frames { data: &self.data, frames: &self.frames, tunnels: &self.tunnels }
+    }
+
     pub fn get(&self, i: usize) -> Option<Packet<'_>> {
-        let end = *self.ends.get(i)?;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        Some(Packet { data: &self.data[start..end], offload: self.offloads[i] })
+        self.frames().get(i)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Packet<'_>> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .zip(&self.offloads)
-            .map(|((s, e), offload)| Packet { data: &self.data[s..e], offload: *offload })
+        self.frames().iter()
+    }
+
+    /// Receive slots of at least `len` bytes, lent to a device for one
+    /// receive (give them back with [`PacketBatch::put_slots`]). They live
+    /// in the batch because the datapath receives into one batch from every
+    /// port in turn: a port does not keep megabytes of its own.
+    pub fn take_slots(&mut self, len: usize) -> Vec<u8> {
+        let mut slots = std::mem::take(&mut self.slots);
+        if slots.len() < len {
+            slots.resize(len, 0);
+        }
+        slots
+    }
+
+    pub fn put_slots(&mut self, slots: Vec<u8>) {
+        self.slots = slots;
+    }
+
+    /// Bytes reserved for frames and their metadata.
+    pub fn capacity_bytes(&self) -> usize {
+        self.slots.capacity()
+            + self.data.capacity()
+            + self.frames.capacity() * std::mem::size_of::<FrameRef>()
+            + self.tunnels.capacity() * std::mem::size_of::<TunnelMeta>()
+    }
+}
+
+/// Frames for a device to send: a batch, or one port's share of the
+/// datapath's transmit queues. Borrowed, so handing them over copies nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Frames<'a> {
+    data: &'a [u8],
+    frames: &'a [FrameRef],
+    tunnels: &'a [TunnelMeta],
+}
+
+impl<'a> Frames<'a> {
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<Packet<'a>> {
+        let f = self.frames.get(i)?;
+        Some(Packet { data: &self.data[f.start..f.end], offload: f.offload })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Packet<'a>> + use<'a> {
+        let data = self.data;
+        self.frames.iter().map(move |f| Packet { data: &data[f.start..f.end], offload: f.offload })
+    }
+
+    /// Frame `i`'s tunnel metadata (none if it was queued without).
+    pub fn tunnel(&self, i: usize) -> TunnelMeta {
+        self.tunnels.get(i).copied().unwrap_or_default()
+    }
+}
+
+/// The frames the bridge switched to each port, until the datapath hands
+/// each port its share. Every port's frames are copied into one buffer, so
+/// what the queues hold is bounded by what one received batch yields (times
+/// its fan-out), not by the number of ports: per-port buffers each grew to
+/// the biggest burst that port ever saw and kept it.
+#[derive(Debug, Default)]
+pub struct TxQueues {
+    data: Vec<u8>,
+    /// Indexed by OpenFlow port number.
+    ports: Vec<PortQueue>,
+}
+
+#[derive(Debug, Default)]
+struct PortQueue {
+    frames: Vec<FrameRef>,
+    /// Tunnel metadata, one per frame in a tunnel port's queue.
+    tunnels: Vec<TunnelMeta>,
+}
+
+impl TxQueues {
+    fn queue(&mut self, port: u16, parts: &[&[u8]], offload: &Offload) -> &mut PortQueue {
+        let i = usize::from(port);
+        if self.ports.len() <= i {
+            self.ports.resize_with(i + 1, PortQueue::default);
+        }
+        let start = self.data.len();
+        for part in parts {
+            self.data.extend_from_slice(part);
+        }
+        let queue = &mut self.ports[i];
+        queue.frames.push(FrameRef { start, end: self.data.len(), offload: *offload });
+        queue
+    }
+
+    /// The frames queued to `port`.
+    pub fn port(&self, port: u16) -> Frames<'_> {
+        match self.ports.get(usize::from(port)) {
+            Some(q) => Frames { data: &self.data, frames: &q.frames, tunnels: &q.tunnels },
+            None => Frames { data: &[], frames: &[], tunnels: &[] },
+        }
+    }
+
+    /// Forgets every queued frame (sent or not).
+    pub fn clear(&mut self) {
+        self.data.clear();
+        for q in &mut self.ports {
+            q.frames.clear();
+            q.tunnels.clear();
+        }
+    }
+
+    pub fn capacity_bytes(&self) -> usize {
+        self.data.capacity()
+            + self
+                .ports
+                .iter()
+                .map(|q| {
+                    q.frames.capacity() * std::mem::size_of::<FrameRef>()
+                        + q.tunnels.capacity() * std::mem::size_of::<TunnelMeta>()
+                })
+                .sum::<usize>()
+    }
+}
+
+impl Transmit for TxQueues {
+    fn transmit(&mut self, port: u16, frame: &[u8], offload: &Offload) {
+        self.queue(port, &[frame], offload);
+    }
+
+    fn transmit_tunneled(&mut self, port: u16, frame: &[u8], offload: &Offload, tunnel: &TunnelMeta) {
+        self.queue(port, &[frame], offload).tunnels.push(*tunnel);
     }
 }
 
@@ -169,7 +294,7 @@ impl Unavailable {
 }
 
 impl PortDevice for Unavailable {
-    fn send_batch(&mut self, _frames: &PacketBatch) -> usize {
+    fn send_batch(&mut self, _frames: Frames<'_>) -> usize {
         0
     }
 
@@ -242,5 +367,22 @@ mod tests {
         assert!(q.get(3).is_none());
         q.clear();
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn tx_queues_share_one_buffer_and_keep_each_ports_frames() {
+        let mut tx = TxQueues::default();
+        let tunnel = TunnelMeta { id: 42, ..TunnelMeta::default() };
+        tx.transmit(2, b"to two", &Offload::NONE);
+        tx.transmit_tunneled(5, b"to five", &Offload::NONE, &tunnel);
+        tx.transmit(2, b"two again", &Offload::NONE);
+        let two: Vec<&[u8]> = tx.port(2).iter().map(|p| p.data).collect();
+        assert_eq!(two, vec![&b"to two"[..], b"two again"]);
+        assert_eq!(tx.port(5).get(0).unwrap().data, b"to five");
+        assert_eq!(tx.port(5).tunnel(0).id, 42);
+        assert_eq!(tx.port(2).tunnel(0), TunnelMeta::default());
+        assert!(tx.port(3).is_empty() && tx.port(99).is_empty());
+        tx.clear();
+        assert!(tx.port(2).is_empty() && tx.port(5).is_empty());
     }
 }

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use proto::pcap::{read_ethernet, PcapWriter};
 use proto::RpcError;
 
-use super::{device_error, PacketBatch, PortDevice, RxQueue};
+use super::{device_error, Frames, PacketBatch, PortDevice, RxQueue};
 use crate::config::Map;
 use crate::core::offload;
 
@@ -98,7 +98,7 @@ impl PcapDevice {
 }
 
 impl PortDevice for PcapDevice {
-    fn send_batch(&mut self, frames: &PacketBatch) -> usize {
+    fn send_batch(&mut self, frames: Frames<'_>) -> usize {
         let Some((path, writer)) = &mut self.tx else {
             // No tx file: the port is a sink, as OVS's dummy ports are.
             return frames.len();

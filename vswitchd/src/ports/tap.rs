@@ -14,7 +14,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{sys, PacketBatch, PortDevice, BATCH_SIZE};
+use super::{sys, Frames, PacketBatch, PortDevice, BATCH_SIZE};
 use crate::core::offload::{Offload, VNET_HDR_LEN};
 
 const SLOT: usize = VNET_HDR_LEN + 65_536;
@@ -22,7 +22,6 @@ const SLOT: usize = VNET_HDR_LEN + 65_536;
 pub struct Tap {
     fd: Option<OwnedFd>,
     error: Option<String>,
-    buf: Vec<u8>,
     bad_offload: u64,
 }
 
@@ -77,17 +76,19 @@ impl Tap {
                 (None, Some(reason))
             }
         };
-        Tap { fd, error, buf: vec![0; SLOT], bad_offload: 0 }
+        Tap { fd, error, bad_offload: 0 }
     }
 }
 
 impl PortDevice for Tap {
     fn recv_batch(&mut self, batch: &mut PacketBatch) -> usize {
         let Some(fd) = &self.fd else { return 0 };
+        // One slot of the batch's receive slots, so a port keeps no buffer.
+        let mut buf = batch.take_slots(SLOT);
         let mut taken = 0;
         while taken < BATCH_SIZE {
-            // SAFETY: reads into a buffer we own, with its true length.
-            let n = unsafe { libc::read(fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len()) };
+            // SAFETY: reads into a buffer we hold, at most its true length.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), SLOT) };
             if n <= 0 {
                 break;
             }
@@ -96,15 +97,16 @@ impl PortDevice for Tap {
             if n < VNET_HDR_LEN {
                 continue;
             }
-            match Offload::from_virtio(self.buf[..VNET_HDR_LEN].try_into().unwrap()) {
-                Ok(offload) => batch.push(&self.buf[VNET_HDR_LEN..n], &offload),
+            match Offload::from_virtio(buf[..VNET_HDR_LEN].try_into().unwrap()) {
+                Ok(offload) => batch.push(&buf[VNET_HDR_LEN..n], &offload),
                 Err(_) => self.bad_offload += 1,
             }
         }
+        batch.put_slots(buf);
         taken
     }
 
-    fn send_batch(&mut self, frames: &PacketBatch) -> usize {
+    fn send_batch(&mut self, frames: Frames<'_>) -> usize {
         let Some(fd) = &self.fd else { return 0 };
         let mut sent = 0;
         for packet in frames.iter() {
@@ -127,10 +129,6 @@ impl PortDevice for Tap {
             sent += 1;
         }
         sent
-    }
-
-    fn buffer_bytes(&self) -> usize {
-        self.buf.len()
     }
 
     fn error(&self) -> Option<String> {

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::sys;
-use super::{device_error, PacketBatch, PortDevice, BATCH_SIZE};
+use super::{device_error, Frames, PacketBatch, PortDevice, BATCH_SIZE};
 use crate::config::InterfaceConfig;
 use crate::core::offload;
 use crate::core::tunnel::{encap, Endpoint, TunnelConfig, TunnelDrop, TunnelKind, IPPROTO_GRE};
@@ -317,7 +317,7 @@ impl TunnelPort {
     }
 
     /// Encapsulates every frame of `frames` into `buffer`.
-    fn encapsulate(&mut self, frames: &PacketBatch) {
+    fn encapsulate(&mut self, frames: Frames<'_>) {
         self.buffer.clear();
         self.datagrams.clear();
         for i in 0..frames.len() {
@@ -344,7 +344,7 @@ impl TunnelPort {
 }
 
 impl PortDevice for TunnelPort {
-    fn send_batch(&mut self, frames: &PacketBatch) -> usize {
+    fn send_batch(&mut self, frames: Frames<'_>) -> usize {
         self.encapsulate(frames);
         let total = self.datagrams.len();
         if self.msgs.len() < SEND_CHUNK {
