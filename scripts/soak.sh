@@ -8,9 +8,11 @@
 #   -d  how long the traffic runs (default 1800 = 30 min)
 #   -i  sampling interval (default 30)
 #   -o  CSV of the samples (default /tmp/vswitch-soak-<timestamp>.csv)
-#   -w  warm-up: the RSS baseline is the first sample at or after it
-#       (default a tenth of the duration but at least 60 s; at most half)
-#   -g  RSS growth that fails the run, in percent (default 10)
+#   -w  warm-up: memory is judged on the samples from it on (default a
+#       tenth of the duration but at least 60 s; at most half)
+#   -g  memory growth that fails the run, in percent (default 10): the
+#       mean of the last third of those samples against the first third's,
+#       for each daemon's RSS and its allocator's bytes in use
 #
 # Binaries: ${VSWITCHD:-target/release/vswitchd} and ${VSCTL:-target/release/vsctl}
 # (cargo build --release). Rates can be changed through the environment:
@@ -49,12 +51,15 @@
 # Rates in the table are what the switch received on the class's ports
 # (dump-ports rx counters: every frame counted once, TCP GSO frames as one
 # packet); per-run iperf3 figures are in the summary. RSS is VmRSS of each
-# daemon; VmHWM is printed at the end. Errors: switch drops other than the
+# daemon, heap its allocator's bytes in use and buffers the bytes it holds
+# for packets (both from `vsctl memory-show`); VmHWM is printed at the end.
+# One sample can swing by a fifth with the allocator's timing, so memory
+# is judged on means over a third of the run, not on single samples. Errors: switch drops other than the
 # ACL's (by reason, plus tx drops and NAT drop flows), failed traffic tools
 # (iperf3 runs, HTTP connections, the ACL probe getting through, vsctl),
 # lost pings, UDP loss above the limit, ERROR lines or panics in the logs.
-# Exits 0 only if both daemons lived, RSS grew less than -g, and no error
-# appeared.
+# Exits 0 only if both daemons lived, neither RSS nor heap grew more than
+# -g, and no error appeared.
 set -uo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
@@ -197,6 +202,12 @@ daemon_kb() {
 }
 
 vsctl_of() { "$VSCTL" --run-dir "$TMP/$1/run" "${@:2}"; }
+
+# "HEAP_KB BUFFERS_KB" of daemon A or B from memory-show; fails if it cannot.
+daemon_memory() {
+    vsctl_of "$1" --format json memory-show 2>>"$TMP/s/err" |
+        jq -er '[((.heap_in_use // 0) / 1024 | floor), (.packet_buffers / 1024 | floor)] | @tsv'
+}
 
 # vsctl on daemon A or B during set-up: any failure ends the run, quoted.
 vs() {
@@ -538,12 +549,12 @@ tool_failures() {
     echo $(($(ev_get run_fail) + $(ev_get http_fail) + $(ev_get acl_leak) + $(ev_get nat_wrong_src) + $(ev_get vsctl_fail)))
 }
 
-CSV_HEADER="time_s,epoch,l2_mbps,l2_kpps,nat_mbps,nat_kpps,vxlan_mbps,vxlan_kpps,a_mbps,b_mbps,rss_a_kb,rss_b_kb,alive_a,alive_b,conntrack,acl_deny,nat_drop,sw_err,tool_fail,ping_sent,ping_lost,udp_pkts,udp_lost,http_ok,http_fail,flow_unexplained"
+CSV_HEADER="time_s,epoch,l2_mbps,l2_kpps,nat_mbps,nat_kpps,vxlan_mbps,vxlan_kpps,a_mbps,b_mbps,rss_a_kb,rss_b_kb,alive_a,alive_b,conntrack,acl_deny,nat_drop,sw_err,tool_fail,ping_sent,ping_lost,udp_pkts,udp_lost,http_ok,http_fail,flow_unexplained,heap_a_kb,heap_b_kb,buffers_a_kb,buffers_b_kb"
 echo "$CSV_HEADER" >"$OUT" || die "cannot write $OUT"
 
-TABLE_FMT='%6s %8s %7s %8s %7s %8s %7s %7s %8s %8s %7s %7s %6s %6s %9s %8s %5s\n'
+TABLE_FMT='%6s %8s %7s %8s %7s %8s %7s %7s %8s %8s %9s %7s %7s %6s %6s %9s %8s %5s\n'
 table_header() {
-    printf "$TABLE_FMT" time l2_Mb/s l2_kpps nat_Mb/s nat_kpps vx_Mb/s vx_kpps http_ok rssA_MB rssB_MB conntr acl_dn sw_err tool_f ping_lost udp_loss alive
+    printf "$TABLE_FMT" time l2_Mb/s l2_kpps nat_Mb/s nat_kpps vx_Mb/s vx_kpps http_ok rssA_MB rssB_MB heapA_MB conntr acl_dn sw_err tool_f ping_lost udp_loss alive
 }
 
 prev_t=""
@@ -558,8 +569,13 @@ take_sample() { # ELAPSED
         CTL_FAIL=$((CTL_FAIL + 1))
         failmsg vsctl "reading counters failed: $(tail -n 3 "$TMP/s/err" | tr '\n' ' ')"
     }
-    local rss_a rss_b alive_a=0 alive_b=0
+    local rss_a rss_b alive_a=0 alive_b=0 heap_a=0 heap_b=0 buf_a=0 buf_b=0
     rss_a=$(daemon_kb a VmRSS) rss_b=$(daemon_kb b VmRSS)
+    if ! read -r heap_a buf_a < <(daemon_memory a) || ! read -r heap_b buf_b < <(daemon_memory b); then
+        ctl_fail=1
+        CTL_FAIL=$((CTL_FAIL + 1))
+        failmsg vsctl "memory-show failed: $(tail -n 1 "$TMP/s/err")"
+    fi
     daemon_alive a && alive_a=1
     daemon_alive b && alive_b=1
     sum_events "$prev_ev" "$EPOCHSECONDS"
@@ -584,7 +600,7 @@ take_sample() { # ELAPSED
     # The t=0 row holds what happened before the traffic (set-up, preflight).
     local err_delta=$((S_ERR - P_ERR)) acl_delta=$((S_ACL - P_ACL)) natdrop_delta=$((S_NATDROP - P_NATDROP))
     local unexpl_delta=$((S_UNEXPL - P_UNEXPL))
-    echo "$t,${now%.*},$rates,$rss_a,$rss_b,$alive_a,$alive_b,$S_CT,$acl_delta,$natdrop_delta,$err_delta,$tool_fail,$ping_sent,$ping_lost,$udp_pkts,$udp_lost,$http_ok,$http_fail,$unexpl_delta" >>"$OUT"
+    echo "$t,${now%.*},$rates,$rss_a,$rss_b,$alive_a,$alive_b,$S_CT,$acl_delta,$natdrop_delta,$err_delta,$tool_fail,$ping_sent,$ping_lost,$udp_pkts,$udp_lost,$http_ok,$http_fail,$unexpl_delta,${heap_a:-0},${heap_b:-0},${buf_a:-0},${buf_b:-0}" >>"$OUT"
     tail -n 1 "$OUT" | print_row
     prev_t=$now
     P_L2B=$S_L2B P_L2P=$S_L2P P_NATB=$S_NATB P_NATP=$S_NATP P_VXB=$S_VXB P_VXP=$S_VXP P_AB=$S_AB P_BB=$S_BB
@@ -595,7 +611,7 @@ print_row() {
     awk -F, -v fmt="$TABLE_FMT" '{
         loss = ($22 > 0) ? sprintf("%.2f%%", 100 * $23 / $22) : "-";
         printf fmt, $1 "s", $3, $4, $5, $6, $7, $8, $24, sprintf("%.1f", $11 / 1024), sprintf("%.1f", $12 / 1024),
-               $15, $16, $18, $19, $21 "/" $20, loss, ($13 == 1 && $14 == 1) ? "yes" : "NO" }'
+               sprintf("%.1f", $27 / 1024), $15, $16, $18, $19, $21 "/" $20, loss, ($13 == 1 && $14 == 1) ? "yes" : "NO" }'
 }
 
 # Flow churn: a rule added (and the previous one deleted) per sample, so
@@ -773,23 +789,41 @@ else
     TOT_TOOL=$((TOT_TOOL + 1))
 fi
 
-# RSS: the baseline is the first sample at or after the warm-up.
-read -r BASE_T BASE_A BASE_B FIRST_A FIRST_B LAST_T LAST_A LAST_B < <(tail -n +2 "$OUT" | awk -F, -v w="$WARMUP" '
-    NR == 1 {fa = $11; fb = $12}
-    !got && $1 >= w {bt = $1; ba = $11; bb = $12; got = 1}
-    {lt = $1; la = $11; lb = $12}
-    END {printf "%d %d %d %d %d %d %d %d\n", bt, ba, bb, fa, fb, lt, la, lb}')
+# Memory: the samples from the warm-up on, in thirds; the mean of the
+# last third against the first third's, for RSS and heap of each daemon.
+# Columns: 11/12 RSS A/B, 27/28 heap A/B, 29/30 buffers A/B (KiB).
+thirds() { # COLUMN -> "FIRST_MEAN LAST_MEAN FIRST_PEAK LAST_PEAK N FROM_T TO_T"
+    tail -n +2 "$OUT" | awk -F, -v w="$WARMUP" -v c="$1" '
+        $1 >= w && $1 > 0 {n++; t[n] = $1; v[n] = $c}
+        END {
+            k = int(n / 3); if (k < 1) k = 1
+            for (i = 1; i <= k && i <= n; i++) {fs += v[i]; if (v[i] > fp) fp = v[i]}
+            for (i = n - k + 1; i <= n; i++) if (i >= 1) {ls += v[i]; if (v[i] > lp) lp = v[i]}
+            printf "%.0f %.0f %d %d %d %d %d\n", fs / k, ls / k, fp, lp, n, t[1], t[n]
+        }'
+}
 growth() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%+.1f", (a > 0) ? 100 * (b - a) / a : 0}'; }
 mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
-G_A=$(growth "$BASE_A" "$LAST_A") G_B=$(growth "$BASE_B" "$LAST_B")
 over() { awk -v g="$1" -v m="$RSS_MAX_PCT" 'BEGIN {exit !(g > m)}'; }
-
+FIRST_A=$(awk -F, 'NR == 2 {print $11}' "$OUT") FIRST_B=$(awk -F, 'NR == 2 {print $12}' "$OUT")
+declare -A MEM_GROWTH
 echo
-echo "== memory"
-printf '   vswitchd A: RSS %s MB at t=0, %s MB at t=%ss (baseline), %s MB at t=%ss: %s%% after warm-up (%s%% from t=0); VmHWM %s MB\n' \
-    "$(mb "$FIRST_A")" "$(mb "$BASE_A")" "$BASE_T" "$(mb "$LAST_A")" "$LAST_T" "$G_A" "$(growth "$FIRST_A" "$LAST_A")" "$(mb "$HWM_A")"
-printf '   vswitchd B: RSS %s MB at t=0, %s MB at t=%ss (baseline), %s MB at t=%ss: %s%% after warm-up (%s%% from t=0); VmHWM %s MB\n' \
-    "$(mb "$FIRST_B")" "$(mb "$BASE_B")" "$BASE_T" "$(mb "$LAST_B")" "$LAST_T" "$G_B" "$(growth "$FIRST_B" "$LAST_B")" "$(mb "$HWM_B")"
+echo "== memory (means of the first and last third of the samples from t=${WARMUP}s on)"
+for who in A:11:27:29 B:12:28:30; do
+    IFS=: read -r name rss_col heap_col buf_col <<<"$who"
+    read -r r1 r2 rp1 rp2 n from to < <(thirds "$rss_col")
+    read -r h1 h2 _ _ _ _ _ < <(thirds "$heap_col")
+    read -r _ b2 _ bp2 _ _ _ < <(thirds "$buf_col")
+    MEM_GROWTH[$name-rss]=$(growth "$r1" "$r2") MEM_GROWTH[$name-heap]=$(growth "$h1" "$h2")
+    printf '   vswitchd %s: RSS %s -> %s MB (%s%%; peaks %s, %s MB), heap in use %s -> %s MB (%s%%), packet buffers %s MB (peak %s MB); %s samples, t=%ss..%ss\n' \
+        "$name" "$(mb "$r1")" "$(mb "$r2")" "${MEM_GROWTH[$name-rss]}" "$(mb "$rp1")" "$(mb "$rp2")" \
+        "$(mb "$h1")" "$(mb "$h2")" "${MEM_GROWTH[$name-heap]}" "$(mb "$b2")" "$(mb "$bp2")" "$n" "$from" "$to"
+done
+printf '   RSS at t=0 (before the traffic): A %s MB, B %s MB; VmHWM: A %s MB, B %s MB\n' \
+    "$(mb "$FIRST_A")" "$(mb "$FIRST_B")" "$(mb "$HWM_A")" "$(mb "$HWM_B")"
+for who in a b; do
+    vsctl_of "$who" memory-show 2>/dev/null | sed "s/^/   [${who^^}] /"
+done
 
 echo
 echo "== errors"
@@ -814,15 +848,16 @@ fi
 REASONS=()
 [ $ALIVE_A = 1 ] || REASONS+=("vswitchd A died")
 [ $ALIVE_B = 1 ] || REASONS+=("vswitchd B died")
-over "$G_A" && REASONS+=("vswitchd A RSS grew ${G_A}%")
-over "$G_B" && REASONS+=("vswitchd B RSS grew ${G_B}%")
+for key in A-rss A-heap B-rss B-heap; do
+    over "${MEM_GROWTH[$key]}" && REASONS+=("vswitchd ${key%-*} ${key#*-} grew ${MEM_GROWTH[$key]}%")
+done
 ERRORS=$((TOT_SW + TOT_TOOL + PREFLIGHT_FAIL + POST_FAIL + LOG_ERRORS))
 [ $ERRORS = 0 ] || REASONS+=("$ERRORS errors")
 [ "$TOT_PING_LOST" -le "$PING_LOSS_MAX" ] || REASONS+=("$TOT_PING_LOST pings lost")
 [ $UDP_OVER = 0 ] || REASONS+=("UDP loss over $UDP_LOSS_MAX%")
 
 echo
-VERDICT="RSS A ${G_A}% B ${G_B}% (t=${BASE_T}s->${LAST_T}s, limit ${RSS_MAX_PCT}%), errors $ERRORS, pings lost $TOT_PING_LOST, daemons alive: A $([ $ALIVE_A = 1 ] && echo yes || echo NO), B $([ $ALIVE_B = 1 ] && echo yes || echo NO)"
+VERDICT="memory, last third against first: A RSS ${MEM_GROWTH[A-rss]}% heap ${MEM_GROWTH[A-heap]}%, B RSS ${MEM_GROWTH[B-rss]}% heap ${MEM_GROWTH[B-heap]}% (limit ${RSS_MAX_PCT}%), errors $ERRORS, pings lost $TOT_PING_LOST, daemons alive: A $([ $ALIVE_A = 1 ] && echo yes || echo NO), B $([ $ALIVE_B = 1 ] && echo yes || echo NO)"
 if [ ${#REASONS[@]} -eq 0 ]; then
     echo "VERDICT: PASS - $VERDICT"
     exit 0
