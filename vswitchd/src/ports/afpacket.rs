@@ -15,11 +15,9 @@
 //! - A vanished interface takes the port down, not the daemon: the port
 //!   says why in `show` and reopens when an interface of its name returns.
 //!
-//! Costs: one copy in each direction (kernel to the rx slots, slots to the
-//! batch). The 2 MiB of rx slots (32 frames of up to 64 KiB) belong to the
-//! batch being received into ([`PacketBatch::take_slots`]): the datapath
-//! has one, so they exist once, not once per port, and whichever port
-//! gets the first bursts of big frames touches their pages for all.
+//! Costs: one copy in each direction, by the kernel. Frames are received
+//! in place into the batch being switched ([`PacketBatch::receive_area`]:
+//! 32 slots of up to 64 KiB, which the datapath has once, not per port).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -107,70 +105,6 @@ impl AfPacket {
                 Err(e) => self.go_down(format!("cannot open {} with AF_PACKET: {e}", self.name)),
             },
         }
-    }
-
-    /// One `recvmmsg` of up to a batch into `slots`, then each frame that
-    /// is good into `batch`; returns how many frames were taken.
-    fn receive_into(&mut self, slots: &mut [u8], batch: &mut PacketBatch) -> usize {
-        let Some(socket) = &self.socket else { return 0 };
-        let fd = socket.as_raw_fd();
-        for i in 0..BATCH_SIZE {
-            self.iovecs[i] = libc::iovec { iov_base: slots[i * SLOT..].as_mut_ptr().cast(), iov_len: SLOT };
-            let msg = &mut self.msgs[i];
-            msg.msg_len = 0;
-            msg.msg_hdr = zeroed();
-            msg.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_ll).cast();
-            msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            msg.msg_hdr.msg_iov = &mut self.iovecs[i];
-            msg.msg_hdr.msg_iovlen = 1;
-            msg.msg_hdr.msg_control = self.cmsgs[i * CMSG_SPACE..].as_mut_ptr().cast();
-            msg.msg_hdr.msg_controllen = CMSG_SPACE;
-        }
-        // SAFETY: every message points at buffers owned by `self` or
-        // borrowed in `slots`, all alive for the call, with their true lengths.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.msgs.as_mut_ptr(),
-                BATCH_SIZE as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::WouldBlock {
-                self.handle_io_error(&e);
-            }
-            return 0;
-        }
-        for i in 0..n as usize {
-            let len = self.msgs[i].msg_len as usize;
-            if self.names[i].sll_pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
-            if self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len < VNET_HDR_LEN {
-                self.drops.truncated += 1;
-                continue;
-            }
-            let slot = &slots[i * SLOT..i * SLOT + len];
-            let Ok(mut offload) = Offload::from_virtio(slot[..VNET_HDR_LEN].try_into().unwrap()) else {
-                self.drops.bad_offload += 1;
-                continue;
-            };
-            let frame = &slot[VNET_HDR_LEN..];
-            match self.stripped_tag(i) {
-                Some((tpid, tci)) if frame.len() >= 12 => {
-                    offload.shift(4);
-                    let mut tag = [0u8; 4];
-                    tag[..2].copy_from_slice(&tpid.to_be_bytes());
-                    tag[2..].copy_from_slice(&tci.to_be_bytes());
-                    batch.push_parts(&[&frame[..12], &tag, &frame[12..]], &offload);
-                }
-                _ => batch.push(frame, &offload),
-            }
-        }
-        n as usize
     }
 
     fn go_down(&mut self, reason: String) {
@@ -286,14 +220,77 @@ impl AfPacket {
 }
 
 impl PortDevice for AfPacket {
+    /// One `recvmmsg` of up to a batch, in place into the batch's room
+    /// (see [`PacketBatch::receive_area`]): each good frame stays where the
+    /// kernel wrote it, after its virtio-net header.
     fn recv_batch(&mut self, batch: &mut PacketBatch) -> usize {
-        if self.socket.is_none() {
+        let Some(socket) = &self.socket else { return 0 };
+        let fd = socket.as_raw_fd();
+        let (area, room) = batch.receive_area(BATCH_SIZE * SLOT);
+        for i in 0..BATCH_SIZE {
+            self.iovecs[i] = libc::iovec { iov_base: room[i * SLOT..].as_mut_ptr().cast(), iov_len: SLOT };
+            let msg = &mut self.msgs[i];
+            msg.msg_len = 0;
+            msg.msg_hdr = zeroed();
+            msg.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_ll).cast();
+            msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            msg.msg_hdr.msg_iov = &mut self.iovecs[i];
+            msg.msg_hdr.msg_iovlen = 1;
+            msg.msg_hdr.msg_control = self.cmsgs[i * CMSG_SPACE..].as_mut_ptr().cast();
+            msg.msg_hdr.msg_controllen = CMSG_SPACE;
+        }
+        // SAFETY: every message points at buffers owned by `self` or lent
+        // by `batch` (the room, untouched until the call returns), all
+        // alive for the call, with their true lengths.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.msgs.as_mut_ptr(),
+                BATCH_SIZE as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            batch.shrink_area(area);
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::WouldBlock {
+                self.handle_io_error(&e);
+            }
             return 0;
         }
-        let mut slots = batch.take_slots(BATCH_SIZE * SLOT);
-        let n = self.receive_into(&mut slots, batch);
-        batch.put_slots(slots);
-        n
+        let mut kept_end = area;
+        for i in 0..n as usize {
+            let len = self.msgs[i].msg_len as usize;
+            if self.names[i].sll_pkttype == libc::PACKET_OUTGOING {
+                continue;
+            }
+            if self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len < VNET_HDR_LEN {
+                self.drops.truncated += 1;
+                continue;
+            }
+            let (slot, end) = (area + i * SLOT, area + i * SLOT + len);
+            let bytes = batch.bytes_mut();
+            let header: &[u8; VNET_HDR_LEN] = bytes[slot..slot + VNET_HDR_LEN].try_into().expect("sized");
+            let Ok(mut offload) = Offload::from_virtio(header) else {
+                self.drops.bad_offload += 1;
+                continue;
+            };
+            let mut start = slot + VNET_HDR_LEN;
+            if let Some((tpid, tci)) = self.stripped_tag(i).filter(|_| len - VNET_HDR_LEN >= 12) {
+                // The tag goes back between the addresses and the rest: the
+                // addresses move 4 bytes into the header just read.
+                offload.shift(4);
+                bytes.copy_within(start..start + 12, start - 4);
+                start -= 4;
+                bytes[start + 12..start + 14].copy_from_slice(&tpid.to_be_bytes());
+                bytes[start + 14..start + 16].copy_from_slice(&tci.to_be_bytes());
+            }
+            batch.push_received(start, end, &offload);
+            kept_end = end;
+        }
+        batch.shrink_area(kept_end);
+        n as usize
     }
 
     fn send_batch(&mut self, frames: Frames<'_>) -> usize {

@@ -89,16 +89,22 @@ pub struct FrameRef {
 
 /// Frames with their offload metadata in one reusable buffer: what a
 /// device received in one batch.
+///
+/// Devices that receive into memory they choose (AF_PACKET, TAP) receive
+/// in place: [`PacketBatch::receive_area`] lends them room in the batch's
+/// own buffer, and the frames stay where the kernel wrote them, so a
+/// received frame is never copied before it is switched. The datapath has
+/// one receive batch, so that room (2 MiB for 32 frames of up to 64 KiB)
+/// exists once, not once per port. The buffer's length only grows (`used`
+/// is where the next frame goes), so lending room never zeroes it again.
 #[derive(Debug, Default)]
 pub struct PacketBatch {
     data: Vec<u8>,
+    used: usize,
     frames: Vec<FrameRef>,
     /// Each frame's tunnel metadata, when pushed with one (every frame of a
     /// batch or none).
     tunnels: Vec<TunnelMeta>,
-    /// Where a device receives before it pushes the good frames: see
-    /// [`PacketBatch::take_slots`].
-    slots: Vec<u8>,
 }
 
 impl PacketBatch {
@@ -112,13 +118,47 @@ impl PacketBatch {
         self.tunnels.push(*tunnel);
     }
 
-    /// Appends one frame given in pieces (e.g. with a VLAN tag put back).
+    /// Appends one frame given in pieces.
     pub fn push_parts(&mut self, parts: &[&[u8]], offload: &Offload) {
-        let start = self.data.len();
+        let start = self.used;
         for part in parts {
-            self.data.extend_from_slice(part);
+            let (_, room) = self.receive_area(part.len());
+            room.copy_from_slice(part);
         }
-        self.frames.push(FrameRef { start, end: self.data.len(), offload: *offload });
+        self.frames.push(FrameRef { start, end: self.used, offload: *offload });
+    }
+
+    /// Lends `len` bytes after the frames already in the batch for a device
+    /// to receive into; returns where they start in the batch and the room.
+    /// Record each frame received there with [`PacketBatch::push_received`];
+    /// give back what a receive left unused with [`PacketBatch::shrink_area`].
+    pub fn receive_area(&mut self, len: usize) -> (usize, &mut [u8]) {
+        let start = self.used;
+        let end = start + len;
+        if self.data.len() < end {
+            self.data.resize(end, 0);
+        }
+        self.used = end;
+        (start, &mut self.data[start..end])
+    }
+
+    /// Makes the lent room end at `end` (the end of the last frame kept),
+    /// so the next frame follows it.
+    pub fn shrink_area(&mut self, end: usize) {
+        debug_assert!(end <= self.used);
+        self.used = self.used.min(end);
+    }
+
+    /// Records a frame a device received at `start..end` of the lent room.
+    pub fn push_received(&mut self, start: usize, end: usize, offload: &Offload) {
+        debug_assert!(start <= end && end <= self.used);
+        self.frames.push(FrameRef { start, end, offload: *offload });
+    }
+
+    /// The batch's buffer, for a device to move a received frame's bytes
+    /// within the room it was lent (to put a stripped VLAN tag back).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.data[..self.used]
     }
 
     pub fn len(&self) -> usize {
@@ -130,7 +170,7 @@ impl PacketBatch {
     }
 
     pub fn clear(&mut self) {
-        self.data.clear();
+        self.used = 0;
         self.frames.clear();
         self.tunnels.clear();
     }
@@ -148,26 +188,9 @@ impl PacketBatch {
         self.frames().iter()
     }
 
-    /// Receive slots of at least `len` bytes, lent to a device for one
-    /// receive (give them back with [`PacketBatch::put_slots`]). They live
-    /// in the batch because the datapath receives into one batch from every
-    /// port in turn: a port does not keep megabytes of its own.
-    pub fn take_slots(&mut self, len: usize) -> Vec<u8> {
-        let mut slots = std::mem::take(&mut self.slots);
-        if slots.len() < len {
-            slots.resize(len, 0);
-        }
-        slots
-    }
-
-    pub fn put_slots(&mut self, slots: Vec<u8>) {
-        self.slots = slots;
-    }
-
     /// Bytes reserved for frames and their metadata.
     pub fn capacity_bytes(&self) -> usize {
-        self.slots.capacity()
-            + self.data.capacity()
+        self.data.capacity()
             + self.frames.capacity() * std::mem::size_of::<FrameRef>()
             + self.tunnels.capacity() * std::mem::size_of::<TunnelMeta>()
     }
@@ -367,6 +390,26 @@ mod tests {
         assert!(q.get(3).is_none());
         q.clear();
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn frames_received_in_place_sit_among_pushed_ones() {
+        let mut q = PacketBatch::default();
+        q.push(b"first", &Offload::NONE);
+        let (start, room) = q.receive_area(64);
+        room[..4].copy_from_slice(b"abcd");
+        room[10..13].copy_from_slice(b"xyz");
+        q.push_received(start, start + 4, &Offload::NONE);
+        q.push_received(start + 10, start + 13, &Offload::NONE);
+        q.shrink_area(start + 13);
+        q.push(b"last", &Offload::NONE);
+        let frames: Vec<&[u8]> = q.iter().map(|p| p.data).collect();
+        assert_eq!(frames, vec![&b"first"[..], b"abcd", b"xyz", b"last"]);
+        // Cleared and refilled, the buffer is reused, not zeroed: the room
+        // lent again still holds what was there.
+        q.clear();
+        let (start, room) = q.receive_area(5);
+        assert_eq!((start, &room[..]), (0, &b"first"[..]));
     }
 
     #[test]

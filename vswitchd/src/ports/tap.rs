@@ -83,26 +83,32 @@ impl Tap {
 impl PortDevice for Tap {
     fn recv_batch(&mut self, batch: &mut PacketBatch) -> usize {
         let Some(fd) = &self.fd else { return 0 };
-        // One slot of the batch's receive slots, so a port keeps no buffer.
-        let mut buf = batch.take_slots(SLOT);
         let mut taken = 0;
         while taken < BATCH_SIZE {
-            // SAFETY: reads into a buffer we hold, at most its true length.
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), SLOT) };
+            // In place, into room the batch lends (see PacketBatch::receive_area).
+            let (slot, room) = batch.receive_area(SLOT);
+            // SAFETY: reads into the lent room, at most its true length.
+            let n = unsafe { libc::read(fd.as_raw_fd(), room.as_mut_ptr().cast(), room.len()) };
             if n <= 0 {
+                batch.shrink_area(slot);
                 break;
             }
             taken += 1;
             let n = n as usize;
-            if n < VNET_HDR_LEN {
-                continue;
-            }
-            match Offload::from_virtio(buf[..VNET_HDR_LEN].try_into().unwrap()) {
-                Ok(offload) => batch.push(&buf[VNET_HDR_LEN..n], &offload),
-                Err(_) => self.bad_offload += 1,
+            let offload = (n >= VNET_HDR_LEN)
+                .then(|| Offload::from_virtio(room[..VNET_HDR_LEN].try_into().expect("sized")));
+            match offload {
+                Some(Ok(offload)) => {
+                    batch.push_received(slot + VNET_HDR_LEN, slot + n, &offload);
+                    batch.shrink_area(slot + n);
+                }
+                Some(Err(_)) => {
+                    self.bad_offload += 1;
+                    batch.shrink_area(slot);
+                }
+                None => batch.shrink_area(slot),
             }
         }
-        batch.put_slots(buf);
         taken
     }
 
