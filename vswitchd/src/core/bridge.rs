@@ -615,6 +615,7 @@ impl Bridge {
         self.mac.expire(now);
         if now.millis() >= self.next_flow_expiry {
             self.expire_flows(now);
+            self.cache.evict_idle(now);
             // A full sweep of the connection table every few seconds.
             self.conntrack.expire(now, self.conntrack.len() / 4 + 64);
             self.next_flow_expiry = now.millis() + FLOW_EXPIRY_EVERY_MS;
@@ -1359,6 +1360,26 @@ mod tests {
             assert_eq!(ports_of(&send(&mut br, 18_500, 1, &frame(B, A))), vec![3]);
             assert_eq!(ports_of(&send(&mut br, 29_000, 1, &frame(B, A))), vec![2, 3]);
             assert_eq!(br.flows().count(), 1, "only the default flow is left");
+        }
+
+        #[test]
+        fn idle_megaflows_are_evicted_and_their_counts_kept() {
+            let mut br = three_ports();
+            let acl = flow(&mut br, "priority=10,in_port=1,actions=output:3");
+            send(&mut br, 0, 1, &frame(B, A));
+            send(&mut br, 0, 2, &frame(A, B));
+            assert_eq!(br.megaflows().len(), 2);
+            // Port 2's stream goes on; port 1's stopped at 0 s.
+            send(&mut br, 8_000, 2, &frame(A, B));
+            br.tick(Timestamp::from_millis(10_000));
+            assert_eq!(br.megaflows().len(), 1, "port 1's megaflow was idle for 10 s");
+            let counted = br.flows().find(|(id, _)| *id == acl).map(|(_, f)| f.packets);
+            assert_eq!(counted, Some(1), "the evicted megaflow's packet still counts");
+            br.tick(Timestamp::from_millis(18_000));
+            assert!(br.megaflows().is_empty());
+            // Traffic that comes back is decided again.
+            assert_eq!(ports_of(&send(&mut br, 20_000, 1, &frame(B, A))), vec![3]);
+            assert_eq!(br.megaflows().len(), 1);
         }
 
         #[test]

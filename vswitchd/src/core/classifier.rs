@@ -471,6 +471,11 @@ impl<V> MaskedMap<V> {
     }
 
     /// Every (masked key, value).
+    /// Keeps the entries `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+        self.table.retain(|(_, v)| keep(v));
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&Words, &V)> {
         self.table.iter().map(|(k, v)| (k, v))
     }

@@ -25,6 +25,12 @@
 //! compare confirms without hashing. It is always right when it matches,
 //! because any key that matches a megaflow gets that megaflow's decision.
 //!
+//! Idle megaflows go, as OVS's revalidators remove datapath flows idle for
+//! `max-idle` (10 s): [`MegaflowCache::evict_idle`], called every second,
+//! drops those without a hit for [`MAX_IDLE_MS`], so the cache holds what
+//! traffic uses now, not every connection of the last hour. (Traffic that
+//! makes a megaflow per packet still meets [`MAX_MEGAFLOWS`].)
+//!
 //! Counters: a hit adds the packet to its megaflow's unfolded packets and
 //! bytes; [`MegaflowCache::fold`] credits them to the rules behind each
 //! megaflow. Folding happens before anything reads the rules' counters or
@@ -50,6 +56,7 @@ pub struct Cached {
     hits: Cell<u64>,
     /// Packets, bytes and last use not yet credited to `rules`.
     unfolded: Cell<(u64, u64, Timestamp)>,
+    last_hit: Cell<Timestamp>,
 }
 
 impl Cached {
@@ -59,6 +66,7 @@ impl Cached {
         let (packets, total, _) = self.unfolded.get();
         self.unfolded.set((packets + 1, total + bytes, now));
         self.hits.set(self.hits.get() + 1);
+        self.last_hit.set(now);
     }
 
     pub fn hits(&self) -> u64 {
@@ -71,6 +79,9 @@ pub type Megaflow = Rc<Cached>;
 /// Beyond this many megaflows the cache starts over, so that traffic
 /// crafted to make every packet its own megaflow cannot grow it unbounded.
 pub const MAX_MEGAFLOWS: usize = 65_536;
+
+/// A megaflow without a hit for this long is evicted (OVS's `max-idle`).
+pub const MAX_IDLE_MS: u64 = 10_000;
 
 /// EMC slots (a power of two); OVS has 8192. Each holds a key and a pointer.
 const EMC_SLOTS: usize = 4096;
@@ -151,6 +162,11 @@ fn take_unfolded(subtables: &[MaskedMap<Megaflow>], mut credit: impl FnMut(RuleI
 /// Counters of rules whose megaflows were dropped before being folded.
 type Spilled = HashMap<RuleId, (u64, u64, Timestamp), foldhash::fast::RandomState>;
 
+fn spill(spilled: &mut Spilled, rule: RuleId, packets: u64, bytes: u64, last: Timestamp) {
+    let e = spilled.entry(rule).or_insert((0, 0, last));
+    *e = (e.0 + packets, e.1 + bytes, e.2.max(last));
+}
+
 /// The EMC and megaflow cache of one thread, for one bridge's tables.
 #[derive(Debug, Default)]
 pub struct MegaflowCache {
@@ -210,6 +226,7 @@ impl MegaflowCache {
             rules: decision.rules,
             hits: Cell::new(0),
             unfolded: Cell::new((0, 0, Timestamp::default())),
+            last_hit: Cell::new(Timestamp::default()),
         });
         let i = match self.subtables.iter().position(|m| *m.mask() == decision.wildcards) {
             Some(i) => i,
@@ -229,13 +246,43 @@ impl MegaflowCache {
     fn clear(&mut self) {
         let spilled = &mut self.spilled;
         take_unfolded(&self.subtables, |rule, packets, bytes, last| {
-            let e = spilled.entry(rule).or_insert((0, 0, last));
-            *e = (e.0 + packets, e.1 + bytes, e.2.max(last));
+            spill(spilled, rule, packets, bytes, last)
         });
         self.subtables.clear();
         self.count = 0;
         self.emc.clear();
         self.last = None;
+    }
+
+    /// Drops the megaflows without a hit in the last [`MAX_IDLE_MS`] before
+    /// `now` (keeping their unfolded counters), and masks left without a
+    /// megaflow; returns how many went. The EMC and the last hit are emptied
+    /// if any did, so no hit lands on a megaflow that is gone.
+    pub fn evict_idle(&mut self, now: Timestamp) -> usize {
+        let before = self.count;
+        let spilled = &mut self.spilled;
+        for flows in &mut self.subtables {
+            flows.retain(|flow| {
+                let idle = now.millis().saturating_sub(flow.last_hit.get().millis()) >= MAX_IDLE_MS;
+                if idle {
+                    let (packets, bytes, last) = flow.unfolded.take();
+                    if packets > 0 {
+                        for rule in &flow.rules {
+                            spill(spilled, *rule, packets, bytes, last);
+                        }
+                    }
+                }
+                !idle
+            });
+        }
+        self.subtables.retain(|flows| !flows.is_empty());
+        self.count = self.subtables.iter().map(|flows| flows.len()).sum();
+        let evicted = before - self.count;
+        if evicted > 0 {
+            self.emc.clear();
+            self.last = None;
+        }
+        evicted
     }
 
     /// Hands every rule's unfolded (packets, bytes, last use) to `credit`
