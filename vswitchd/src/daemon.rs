@@ -206,7 +206,11 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// How often the allocator's free pages go back to the kernel.
+const RELEASE_FREE_MEMORY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn run(args: &Args, parent: &mut Option<OwnedFd>) -> Result<(), String> {
+    crate::memory::tune_allocator();
     let access = Access::new(args.group.as_deref(), &args.pcap_dirs)?;
     let mut lock = RunDirLock::acquire(&args.run_dir)?;
     let db = Database::new(&args.db);
@@ -251,8 +255,16 @@ fn run(args: &Args, parent: &mut Option<OwnedFd>) -> Result<(), String> {
         }
         let control = Arc::new(control);
         let watcher = tokio::spawn(control.clone().watch_containers());
+        let trimmer = tokio::spawn(async {
+            let mut every = tokio::time::interval(RELEASE_FREE_MEMORY_EVERY);
+            loop {
+                every.tick().await;
+                crate::memory::release_free_memory();
+            }
+        });
         control::serve(listener, control, shutdown_signal()).await;
         watcher.abort();
+        trimmer.abort();
         Ok::<(), String>(())
     })?;
     // The control plane held the last datapath handles; with the runtime
