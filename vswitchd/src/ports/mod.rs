@@ -6,10 +6,17 @@
 //! and leaves the configuration as it was), then handed to the datapath
 //! thread, which owns it from then on and drops it when the port goes away.
 //!
-//! Batching: the datapath hands a device a whole [`PacketBatch`] per batch and
-//! takes received frames up to a batch at a time. Neither call may block:
-//! a device that cannot take more frames says how many it took and the rest
-//! are counted as `tx_dropped`; a device with nothing to receive returns 0.
+//! Batching: the datapath hands a device its share of the transmit queues
+//! ([`Frames`], borrowed from [`TxQueues`]) and takes received frames up to
+//! a batch at a time into a [`PacketBatch`], which devices that can receive
+//! in place into (see [`PacketBatch::receive_area`]). Neither call may
+//! block: a device that cannot take more frames says how many it took and
+//! the rest are counted as `tx_dropped`; a device with nothing to receive
+//! returns 0.
+//!
+//! Memory: packet buffers belong to the datapath's one receive batch and
+//! one set of transmit queues, not to ports, so they are bounded by what a
+//! batch holds whatever the number of ports.
 
 pub mod afpacket;
 pub mod pcap;
