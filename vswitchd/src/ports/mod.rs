@@ -8,8 +8,8 @@
 //!
 //! Batching: the datapath hands a device its share of the transmit queues
 //! ([`Frames`], borrowed from [`TxQueues`]) and takes received frames up to
-//! a batch at a time into a [`PacketBatch`], which devices that can receive
-//! in place into (see [`PacketBatch::receive_area`]). Neither call may
+//! a batch at a time into a [`PacketBatch`], in place where the device can
+//! (see [`PacketBatch::receive_area`]). Neither call may
 //! block: a device that cannot take more frames says how many it took and
 //! the rest are counted as `tx_dropped`; a device with nothing to receive
 //! returns 0.
@@ -109,29 +109,12 @@ pub struct PacketBatch {
     data: Vec<u8>,
     used: usize,
     frames: Vec<FrameRef>,
-    /// Each frame's tunnel metadata, when pushed with one (every frame of a
-    /// batch or none).
-    tunnels: Vec<TunnelMeta>,
 }
 
 impl PacketBatch {
     pub fn push(&mut self, frame: &[u8], offload: &Offload) {
-        self.push_parts(&[frame], offload);
-    }
-
-    /// Appends a frame with tunnel metadata.
-    pub fn push_tunneled(&mut self, frame: &[u8], offload: &Offload, tunnel: &TunnelMeta) {
-        self.push(frame, offload);
-        self.tunnels.push(*tunnel);
-    }
-
-    /// Appends one frame given in pieces.
-    pub fn push_parts(&mut self, parts: &[&[u8]], offload: &Offload) {
-        let start = self.used;
-        for part in parts {
-            let (_, room) = self.receive_area(part.len());
-            room.copy_from_slice(part);
-        }
+        let (start, room) = self.receive_area(frame.len());
+        room.copy_from_slice(frame);
         self.frames.push(FrameRef { start, end: self.used, offload: *offload });
     }
 
@@ -179,12 +162,11 @@ impl PacketBatch {
     pub fn clear(&mut self) {
         self.used = 0;
         self.frames.clear();
-        self.tunnels.clear();
     }
 
     /// All the frames, as a device sends them.
     pub fn frames(&self) -> Frames<'_> {
-        Frames { data: &self.data, frames: &self.frames, tunnels: &self.tunnels }
+        Frames { data: &self.data, frames: &self.frames, tunnels: &[] }
     }
 
     pub fn get(&self, i: usize) -> Option<Packet<'_>> {
@@ -197,9 +179,7 @@ impl PacketBatch {
 
     /// Bytes reserved for frames and their metadata.
     pub fn capacity_bytes(&self) -> usize {
-        self.data.capacity()
-            + self.frames.capacity() * std::mem::size_of::<FrameRef>()
-            + self.tunnels.capacity() * std::mem::size_of::<TunnelMeta>()
+        self.data.capacity() + self.frames.capacity() * std::mem::size_of::<FrameRef>()
     }
 }
 
@@ -257,15 +237,13 @@ struct PortQueue {
 }
 
 impl TxQueues {
-    fn queue(&mut self, port: u16, parts: &[&[u8]], offload: &Offload) -> &mut PortQueue {
+    fn queue(&mut self, port: u16, frame: &[u8], offload: &Offload) -> &mut PortQueue {
         let i = usize::from(port);
         if self.ports.len() <= i {
             self.ports.resize_with(i + 1, PortQueue::default);
         }
         let start = self.data.len();
-        for part in parts {
-            self.data.extend_from_slice(part);
-        }
+        self.data.extend_from_slice(frame);
         let queue = &mut self.ports[i];
         queue.frames.push(FrameRef { start, end: self.data.len(), offload: *offload });
         queue
@@ -303,11 +281,11 @@ impl TxQueues {
 
 impl Transmit for TxQueues {
     fn transmit(&mut self, port: u16, frame: &[u8], offload: &Offload) {
-        self.queue(port, &[frame], offload);
+        self.queue(port, frame, offload);
     }
 
     fn transmit_tunneled(&mut self, port: u16, frame: &[u8], offload: &Offload, tunnel: &TunnelMeta) {
-        self.queue(port, &[frame], offload).tunnels.push(*tunnel);
+        self.queue(port, frame, offload).tunnels.push(*tunnel);
     }
 }
 
