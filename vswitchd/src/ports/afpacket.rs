@@ -1,7 +1,11 @@
 //! `type=system` ports: an existing interface (the host end of a veth, a
 //! NIC) through an AF_PACKET socket, as OVS's `netdev-linux` does.
 //!
-//! - Batched: `recvmmsg`/`sendmmsg` of up to 32 frames per call.
+//! - Received through a PACKET_MMAP ring ([`RxRing`]): no system call per
+//!   received batch, and the kernel's copy into the ring happens in the
+//!   sender's context. Frames too big for a ring slot (GSO super-frames)
+//!   and kernels without rings go through `recvmmsg`.
+//! - Sent in batches: `sendmmsg` of up to 32 frames per call.
 //! - PACKET_VNET_HDR: every frame comes with a virtio-net header saying
 //!   whether its checksum is partial or it is a GSO super-frame, and goes
 //!   out with one, so TCP with the veth's default offloads works and stays
@@ -15,13 +19,16 @@
 //! - A vanished interface takes the port down, not the daemon: the port
 //!   says why in `show` and reopens when an interface of its name returns.
 //!
-//! Costs: one copy in each direction, by the kernel. Frames are received
-//! in place into the batch being switched ([`PacketBatch::receive_area`]:
-//! 32 slots of up to 64 KiB, which the datapath has once, not per port).
+//! Costs: one copy in each direction by the kernel, and a copy of each
+//! small frame from its ring slot into the batch being switched. Frames
+//! read with `recvmmsg` are received in place into the batch
+//! ([`PacketBatch::receive_area`]: 32 slots of up to 64 KiB, which the
+//! datapath has once, not per port). The ring is 2 MiB per port.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::rx_ring::RxRing;
 use super::sys;
 use super::{Frames, PacketBatch, PortDevice, BATCH_SIZE};
 use crate::core::offload::{Offload, VNET_HDR_LEN};
@@ -35,6 +42,8 @@ const SOCKET_BUFFER: libc::c_int = 8 << 20;
 pub struct AfPacket {
     name: String,
     socket: Option<OwnedFd>,
+    /// The socket's receive ring; `None` where the kernel offers none.
+    ring: Option<RxRing>,
     ifindex: u32,
     error: Option<String>,
     cmsgs: Vec<u8>,
@@ -74,6 +83,7 @@ impl AfPacket {
         let mut port = AfPacket {
             name: name.to_owned(),
             socket: None,
+            ring: None,
             ifindex: 0,
             error: None,
             cmsgs: vec![0; BATCH_SIZE * CMSG_SPACE],
@@ -92,12 +102,13 @@ impl AfPacket {
         match sys::ifindex(&self.name) {
             None => self.go_down(format!("no interface named {} (waiting for it to appear)", self.name)),
             Some(index) => match Self::socket_for(index) {
-                Ok(socket) => {
+                Ok((socket, ring)) => {
                     if self.socket.is_some() && index != self.ifindex {
                         // Replaced by another interface of the same name
                         // between two looks: the old one was lost all the same.
                         self.link_lost += 1;
                     }
+                    self.ring = ring;
                     self.socket = Some(socket);
                     self.ifindex = index;
                     self.error = None;
@@ -114,19 +125,19 @@ impl AfPacket {
         if self.socket.is_some() {
             self.link_lost += 1;
         }
+        self.ring = None;
         self.socket = None;
         self.error = Some(reason);
     }
 
-    fn socket_for(ifindex: u32) -> io::Result<OwnedFd> {
+    fn socket_for(ifindex: u32) -> io::Result<(OwnedFd, Option<RxRing>)> {
         let protocol = (libc::ETH_P_ALL as u16).to_be();
+        // Protocol 0: the socket receives nothing until `bind` names the
+        // interface (with ETH_P_ALL it would take every interface's frames
+        // in between, and switch them as this port's).
         // SAFETY: a plain socket call; the result is checked.
         let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                protocol.into(),
-            )
+            libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
         };
         if fd < 0 {
             let e = io::Error::last_os_error();
@@ -153,6 +164,13 @@ impl AfPacket {
                 let _ = sys::setsockopt_int(raw, libc::SOL_SOCKET, plain, SOCKET_BUFFER);
             }
         }
+        let ring = match RxRing::attach(raw) {
+            Ok(ring) => Some(ring),
+            Err(e) => {
+                tracing::info!("no PACKET_MMAP receive ring ({e}); receiving with recvmmsg");
+                None
+            }
+        };
         let mut addr: libc::sockaddr_ll = zeroed();
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_protocol = protocol;
@@ -184,7 +202,7 @@ impl AfPacket {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(socket)
+        Ok((socket, ring))
     }
 
     fn handle_io_error(&mut self, e: &io::Error) {
@@ -219,15 +237,53 @@ impl AfPacket {
     }
 }
 
-impl PortDevice for AfPacket {
-    /// One `recvmmsg` of up to a batch, in place into the batch's room
+impl AfPacket {
+    /// Takes up to a batch from the ring: each frame is copied out of its
+    /// slot into the batch and the slot goes back to the kernel at once.
+    fn recv_from_ring(&mut self, batch: &mut PacketBatch) -> usize {
+        let mut taken = 0;
+        while taken < BATCH_SIZE {
+            let Some(ring) = &mut self.ring else { break };
+            let Some(frame) = ring.peek() else { break };
+            taken += 1;
+            if frame.on_socket {
+                ring.release();
+                // Its whole self is the oldest frame queued on the socket.
+                if self.recv_messages(batch, 1) == 0 {
+                    self.drops.truncated += 1;
+                }
+                continue;
+            }
+            if frame.pkttype == libc::PACKET_OUTGOING {
+                ring.release();
+                continue;
+            }
+            if frame.bytes.len() < VNET_HDR_LEN || frame.bytes.len() - VNET_HDR_LEN < frame.wire_len {
+                ring.release();
+                self.drops.truncated += 1;
+                continue;
+            }
+            let len = frame.bytes.len();
+            let tag = frame.stripped_tag;
+            let (slot, room) = batch.receive_area(len);
+            room.copy_from_slice(frame.bytes);
+            ring.release();
+            if !keep_frame(batch, &mut self.drops, slot, slot + len, tag) {
+                batch.shrink_area(slot);
+            }
+        }
+        taken
+    }
+
+    /// One `recvmmsg` of up to `max` frames, in place into the batch's room
     /// (see [`PacketBatch::receive_area`]): each good frame stays where the
     /// kernel wrote it, after its virtio-net header.
-    fn recv_batch(&mut self, batch: &mut PacketBatch) -> usize {
+    fn recv_messages(&mut self, batch: &mut PacketBatch, max: usize) -> usize {
         let Some(socket) = &self.socket else { return 0 };
         let fd = socket.as_raw_fd();
-        let (area, room) = batch.receive_area(BATCH_SIZE * SLOT);
-        for i in 0..BATCH_SIZE {
+        let max = max.min(BATCH_SIZE);
+        let (area, room) = batch.receive_area(max * SLOT);
+        for i in 0..max {
             self.iovecs[i] = libc::iovec { iov_base: room[i * SLOT..].as_mut_ptr().cast(), iov_len: SLOT };
             let msg = &mut self.msgs[i];
             msg.msg_len = 0;
@@ -243,13 +299,7 @@ impl PortDevice for AfPacket {
         // by `batch` (the room, untouched until the call returns), all
         // alive for the call, with their true lengths.
         let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.msgs.as_mut_ptr(),
-                BATCH_SIZE as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
+            libc::recvmmsg(fd, self.msgs.as_mut_ptr(), max as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
         };
         if n < 0 {
             batch.shrink_area(area);
@@ -270,27 +320,53 @@ impl PortDevice for AfPacket {
                 continue;
             }
             let (slot, end) = (area + i * SLOT, area + i * SLOT + len);
-            let bytes = batch.bytes_mut();
-            let header: &[u8; VNET_HDR_LEN] = bytes[slot..slot + VNET_HDR_LEN].try_into().expect("sized");
-            let Ok(mut offload) = Offload::from_virtio(header) else {
-                self.drops.bad_offload += 1;
-                continue;
-            };
-            let mut start = slot + VNET_HDR_LEN;
-            if let Some((tpid, tci)) = self.stripped_tag(i).filter(|_| len - VNET_HDR_LEN >= 12) {
-                // The tag goes back between the addresses and the rest: the
-                // addresses move 4 bytes into the header just read.
-                offload.shift(4);
-                bytes.copy_within(start..start + 12, start - 4);
-                start -= 4;
-                bytes[start + 12..start + 14].copy_from_slice(&tpid.to_be_bytes());
-                bytes[start + 14..start + 16].copy_from_slice(&tci.to_be_bytes());
+            let tag = self.stripped_tag(i).filter(|_| len - VNET_HDR_LEN >= 12);
+            if keep_frame(batch, &mut self.drops, slot, end, tag) {
+                kept_end = end;
             }
-            batch.push_received(start, end, &offload);
-            kept_end = end;
         }
         batch.shrink_area(kept_end);
         n as usize
+    }
+}
+
+/// Records the frame received at `slot..end` of the batch's lent room (a
+/// virtio-net header, then the frame), putting back the VLAN tag the
+/// kernel stripped; false if its offload metadata is unusable.
+fn keep_frame(
+    batch: &mut PacketBatch,
+    drops: &mut DeviceDrops,
+    slot: usize,
+    end: usize,
+    stripped_tag: Option<(u16, u16)>,
+) -> bool {
+    let bytes = batch.bytes_mut();
+    let header: &[u8; VNET_HDR_LEN] = bytes[slot..slot + VNET_HDR_LEN].try_into().expect("sized");
+    let Ok(mut offload) = Offload::from_virtio(header) else {
+        drops.bad_offload += 1;
+        return false;
+    };
+    let mut start = slot + VNET_HDR_LEN;
+    if let Some((tpid, tci)) = stripped_tag.filter(|_| end - start >= 12) {
+        // The tag goes back between the addresses and the rest: the
+        // addresses move 4 bytes into the header just read.
+        offload.shift(4);
+        bytes.copy_within(start..start + 12, start - 4);
+        start -= 4;
+        bytes[start + 12..start + 14].copy_from_slice(&tpid.to_be_bytes());
+        bytes[start + 14..start + 16].copy_from_slice(&tci.to_be_bytes());
+    }
+    batch.push_received(start, end, &offload);
+    true
+}
+
+impl PortDevice for AfPacket {
+    fn recv_batch(&mut self, batch: &mut PacketBatch) -> usize {
+        if self.ring.is_some() {
+            self.recv_from_ring(batch)
+        } else {
+            self.recv_messages(batch, BATCH_SIZE)
+        }
     }
 
     fn send_batch(&mut self, frames: Frames<'_>) -> usize {
@@ -341,7 +417,7 @@ impl PortDevice for AfPacket {
     }
 
     fn buffer_bytes(&self) -> usize {
-        self.cmsgs.len()
+        self.cmsgs.len() + self.ring.as_ref().map_or(0, |_| RxRing::BYTES)
     }
 
     fn error(&self) -> Option<String> {

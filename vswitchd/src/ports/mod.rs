@@ -20,6 +20,7 @@
 
 pub mod afpacket;
 pub mod pcap;
+pub mod rx_ring;
 pub mod sys;
 pub mod tap;
 pub mod tunnel;
