@@ -247,11 +247,18 @@ impl AfPacket {
             let Some(frame) = ring.peek() else { break };
             taken += 1;
             if frame.on_socket {
+                // The whole frame is the oldest one queued on the socket.
+                // Its successors there (a TCP stream's GSO frames) are read
+                // with it, in one call.
                 ring.release();
-                // Its whole self is the oldest frame queued on the socket.
-                if self.recv_messages(batch, 1) == 0 {
-                    self.drops.truncated += 1;
+                let mut on_socket = 1;
+                while taken < BATCH_SIZE && ring.peek().is_some_and(|next| next.on_socket) {
+                    ring.release();
+                    on_socket += 1;
+                    taken += 1;
                 }
+                let read = self.recv_messages(batch, on_socket);
+                self.drops.truncated += (on_socket - read) as u64;
                 continue;
             }
             if frame.pkttype == libc::PACKET_OUTGOING {
