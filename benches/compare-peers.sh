@@ -2,7 +2,7 @@
 # vswitchd beside its peers on one veth topology, in one run, with the
 # ratios the performance issue sets as targets:
 #
-#   benches/compare-peers.sh [-r RUNS] [-t SECS]
+#   benches/compare-peers.sh [-r RUNS] [-t SECS]     (IDLE_SECS=60: the idle probe)
 #
 # Measures, with ../shared/bench/peers.sh (the reference harness, which
 # builds h1 - veth - switch - veth - h2 and runs iperf3, tcpreplay, ping and
@@ -10,7 +10,8 @@
 # installed), vswitchd on the veths (AF_PACKET), vswitchd with TAP ports,
 # and vswitchd with 100 five-tuple ACL flows that do not match the test
 # traffic in front of NORMAL. Then prints every figure as a ratio to the
-# Linux bridge and to OVS, and whether each target is met.
+# Linux bridge and to OVS, and whether each target is met. Last, the idle
+# probe (benches/idle-probe.sh): CPU and RSS with 2 ports and no traffic.
 # Root only; writes JSON to /tmp/vswitch-compare-*.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,3 +118,7 @@ print("\ntargets")
 for text, value, ok in targets:
     print(f"  {'met    ' if ok else 'NOT MET'}  {text:48} {fmt(value)}")
 EOF
+
+# The idle target: CPU and memory with 2 ports and no traffic.
+echo
+bash benches/idle-probe.sh -t "${IDLE_SECS:-60}"
