@@ -28,7 +28,7 @@ use l2::*;
 /// Forwards batches until `until`; returns the frames forwarded.
 fn forward(start: &Barrier, length: Duration) -> u64 {
     let mut bridge = learned_bridge(|_| PortVlan::default());
-    let batches = unicast_batches(None);
+    let batches: Vec<_> = unicast_batches(None).iter().map(|b| as_batch(b)).collect();
     let mut sink = Queues::default();
     let mut frames = 0u64;
     let mut round = 0usize;
@@ -39,8 +39,9 @@ fn forward(start: &Barrier, length: Duration) -> u64 {
         for _ in 0..64 {
             round += 1;
             let now = Timestamp::from_millis(round as u64 / 1024);
-            let batch = batches[round % batches.len()].iter().map(Vec::as_slice);
-            bridge.receive_batch(now, 1, batch, &mut sink);
+            let batch = &batches[round % batches.len()];
+            sink.lend(batch);
+            bridge.receive_batch(now, 1, batch.iter(), &mut sink);
             sink.clear();
             frames += BATCH_SIZE as u64;
         }

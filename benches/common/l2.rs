@@ -1,12 +1,15 @@
 //! What the L2 benches share: a bridge of 4 trunk ports that has learned
 //! 1,000 hosts, the per-port transmit queues the daemon uses, and batches
-//! of 64-byte unicast frames between the hosts.
+//! of 64-byte unicast frames between the hosts, held as the daemon holds a
+//! received batch (so frames that leave unchanged are queued by reference,
+//! as in the daemon: see `TxQueues::lend`).
 
 use vswitchd::core::bridge::Bridge;
+use vswitchd::core::offload::Offload;
 use vswitchd::core::vlan::PortVlan;
 use vswitchd::core::Timestamp;
 pub use vswitchd::ports::TxQueues as Queues;
-use vswitchd::ports::BATCH_SIZE;
+use vswitchd::ports::{PacketBatch, BATCH_SIZE};
 
 pub const PORTS: u16 = 4;
 pub const HOSTS: usize = 1000;
@@ -63,4 +66,13 @@ pub fn unicast_batches(vid: Option<u16>) -> Vec<Vec<Vec<u8>>> {
                 .collect()
         })
         .collect()
+}
+
+/// Frames as one received batch.
+pub fn as_batch(frames: &[Vec<u8>]) -> PacketBatch {
+    let mut batch = PacketBatch::default();
+    for frame in frames {
+        batch.push(frame, &Offload::NONE);
+    }
+    batch
 }

@@ -289,7 +289,7 @@ impl Datapath {
             };
             if current != Some(bridge.as_str()) {
                 if let Some(previous) = current.and_then(|c| self.bridges.get_mut(c)) {
-                    Self::transmit_queued(previous, &mut self.tx);
+                    Self::transmit_queued(previous, &mut self.tx, &[]);
                 }
                 current = Some(bridge);
                 if let Some(runtime) = self.bridges.get_mut(bridge) {
@@ -300,7 +300,7 @@ impl Datapath {
             runtime.core.receive_tunneled(now, *ofport, packet.inner.into(), &packet.meta(), &mut self.tx);
         }
         if let Some(runtime) = current.and_then(|c| self.bridges.get_mut(c)) {
-            Self::transmit_queued(runtime, &mut self.tx);
+            Self::transmit_queued(runtime, &mut self.tx, &[]);
         }
         n
     }
@@ -342,16 +342,18 @@ impl Datapath {
         let n = input.device.recv_batch(&mut self.rx);
         if n > 0 {
             let ofport = input.ofport;
+            self.tx.lend(&self.rx);
             runtime.core.receive_batch(now, ofport, self.rx.iter(), &mut self.tx);
-            Self::transmit_queued(runtime, &mut self.tx);
+            Self::transmit_queued(runtime, &mut self.tx, self.rx.bytes());
         }
         n
     }
 
-    /// Hands each output port's queue to its device.
-    fn transmit_queued(runtime: &mut BridgeRuntime, tx: &mut TxQueues) {
+    /// Hands each output port's queue to its device; `lent` is the batch
+    /// lent to the queues, if any (see [`TxQueues::lend`]).
+    fn transmit_queued(runtime: &mut BridgeRuntime, tx: &mut TxQueues, lent: &[u8]) {
         for port in runtime.ports.values_mut() {
-            let queue = tx.port(port.ofport);
+            let queue = tx.port_lent(port.ofport, lent);
             if queue.is_empty() {
                 continue;
             }
@@ -387,7 +389,7 @@ impl Datapath {
             let now = self.now();
             let runtime = self.bridges.get_mut(bridge).expect("checked above");
             runtime.core.receive_batch(now, ofport, chunk.iter().map(Vec::as_slice), &mut self.tx);
-            Self::transmit_queued(runtime, &mut self.tx);
+            Self::transmit_queued(runtime, &mut self.tx, &[]);
         }
         let (forwarded, dropped) = counters(self);
         Ok(ReplayReply {

@@ -93,6 +93,9 @@ pub struct FrameRef {
     start: usize,
     end: usize,
     offload: Offload,
+    /// In the receive batch the transmit queues were lent, not in their
+    /// own buffer (see [`TxQueues::lend`]).
+    lent: bool,
 }
 
 /// Frames with their offload metadata in one reusable buffer: what a
@@ -116,7 +119,7 @@ impl PacketBatch {
     pub fn push(&mut self, frame: &[u8], offload: &Offload) {
         let (start, room) = self.receive_area(frame.len());
         room.copy_from_slice(frame);
-        self.frames.push(FrameRef { start, end: self.used, offload: *offload });
+        self.frames.push(FrameRef { start, end: self.used, offload: *offload, lent: false });
     }
 
     /// Lends `len` bytes after the frames already in the batch for a device
@@ -143,7 +146,12 @@ impl PacketBatch {
     /// Records a frame a device received at `start..end` of the lent room.
     pub fn push_received(&mut self, start: usize, end: usize, offload: &Offload) {
         debug_assert!(start <= end && end <= self.used);
-        self.frames.push(FrameRef { start, end, offload: *offload });
+        self.frames.push(FrameRef { start, end, offload: *offload, lent: false });
+    }
+
+    /// The bytes the batch's frames lie in.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[..self.used]
     }
 
     /// The batch's buffer, for a device to move a received frame's bytes
@@ -167,7 +175,7 @@ impl PacketBatch {
 
     /// All the frames, as a device sends them.
     pub fn frames(&self) -> Frames<'_> {
-        Frames { data: &self.data, frames: &self.frames, tunnels: &[] }
+        Frames { data: &self.data, lent: &[], frames: &self.frames, tunnels: &[] }
     }
 
     pub fn get(&self, i: usize) -> Option<Packet<'_>> {
@@ -189,6 +197,8 @@ impl PacketBatch {
 #[derive(Debug, Clone, Copy)]
 pub struct Frames<'a> {
     data: &'a [u8],
+    /// The receive batch, for frames queued by reference.
+    lent: &'a [u8],
     frames: &'a [FrameRef],
     tunnels: &'a [TunnelMeta],
 }
@@ -204,12 +214,17 @@ impl<'a> Frames<'a> {
 
     pub fn get(&self, i: usize) -> Option<Packet<'a>> {
         let f = self.frames.get(i)?;
-        Some(Packet { data: &self.data[f.start..f.end], offload: f.offload })
+        Some(self.packet(f))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Packet<'a>> + use<'a> {
-        let data = self.data;
-        self.frames.iter().map(move |f| Packet { data: &data[f.start..f.end], offload: f.offload })
+        let frames = *self;
+        self.frames.iter().map(move |f| frames.packet(f))
+    }
+
+    fn packet(&self, f: &FrameRef) -> Packet<'a> {
+        let data = if f.lent { self.lent } else { self.data };
+        Packet { data: &data[f.start..f.end], offload: f.offload }
     }
 
     /// Frame `i`'s tunnel metadata (none if it was queued without).
@@ -219,15 +234,26 @@ impl<'a> Frames<'a> {
 }
 
 /// The frames the bridge switched to each port, until the datapath hands
-/// each port its share. Every port's frames are copied into one buffer, so
-/// what the queues hold is bounded by what one received batch yields (times
-/// its fan-out), not by the number of ports: per-port buffers each grew to
-/// the biggest burst that port ever saw and kept it.
+/// each port its share.
+///
+/// A frame that leaves as it came in is queued by reference: while the
+/// datapath has lent the queues the batch being switched
+/// ([`TxQueues::lend`]), a frame lying in that batch is recorded by its
+/// place there, not copied (for TCP, a 64 KiB copy per GSO frame; it also
+/// serves every port a flooded frame goes to). The datapath sends before
+/// it receives the next batch, so the batch outlives the queue entries.
+/// Frames from elsewhere (rewritten by actions, injected, decapsulated) are
+/// copied into one buffer shared by every port, so what the queues hold is
+/// bounded by what one received batch yields (times its fan-out), not by
+/// the number of ports: per-port buffers each grew to the biggest burst
+/// that port ever saw and kept it.
 #[derive(Debug, Default)]
 pub struct TxQueues {
     data: Vec<u8>,
     /// Indexed by OpenFlow port number.
     ports: Vec<PortQueue>,
+    /// The address range of the lent batch's bytes.
+    lent: Option<std::ops::Range<usize>>,
 }
 
 #[derive(Debug, Default)]
@@ -238,28 +264,55 @@ struct PortQueue {
 }
 
 impl TxQueues {
+    /// Until [`TxQueues::clear`], frames lying in `batch` are queued by
+    /// reference; [`TxQueues::port_lent`] must then be given that batch.
+    pub fn lend(&mut self, batch: &PacketBatch) {
+        let bytes = batch.bytes();
+        let start = bytes.as_ptr() as usize;
+        self.lent = Some(start..start + bytes.len());
+    }
+
     fn queue(&mut self, port: u16, frame: &[u8], offload: &Offload) -> &mut PortQueue {
         let i = usize::from(port);
         if self.ports.len() <= i {
             self.ports.resize_with(i + 1, PortQueue::default);
         }
-        let start = self.data.len();
-        self.data.extend_from_slice(frame);
+        let at = frame.as_ptr() as usize;
+        let frame_ref = match &self.lent {
+            Some(lent) if lent.start <= at && at + frame.len() <= lent.end => {
+                let start = at - lent.start;
+                FrameRef { start, end: start + frame.len(), offload: *offload, lent: true }
+            }
+            _ => {
+                let start = self.data.len();
+                self.data.extend_from_slice(frame);
+                FrameRef { start, end: self.data.len(), offload: *offload, lent: false }
+            }
+        };
         let queue = &mut self.ports[i];
-        queue.frames.push(FrameRef { start, end: self.data.len(), offload: *offload });
+        queue.frames.push(frame_ref);
         queue
     }
 
-    /// The frames queued to `port`.
+    /// The frames queued to `port`, when no batch was lent.
     pub fn port(&self, port: u16) -> Frames<'_> {
+        debug_assert!(self.lent.is_none(), "frames queued by reference need their batch: use port_lent");
+        self.port_lent(port, &[])
+    }
+
+    /// The frames queued to `port`; `lent` is the bytes of the batch lent
+    /// with [`TxQueues::lend`] (empty if none was).
+    pub fn port_lent<'a>(&'a self, port: u16, lent: &'a [u8]) -> Frames<'a> {
+        debug_assert!(self.lent.as_ref().is_none_or(|r| r.start == lent.as_ptr() as usize));
         match self.ports.get(usize::from(port)) {
-            Some(q) => Frames { data: &self.data, frames: &q.frames, tunnels: &q.tunnels },
-            None => Frames { data: &[], frames: &[], tunnels: &[] },
+            Some(q) => Frames { data: &self.data, lent, frames: &q.frames, tunnels: &q.tunnels },
+            None => Frames { data: &[], lent: &[], frames: &[], tunnels: &[] },
         }
     }
 
-    /// Forgets every queued frame (sent or not).
+    /// Forgets every queued frame (sent or not) and the lent batch.
     pub fn clear(&mut self) {
+        self.lent = None;
         self.data.clear();
         for q in &mut self.ports {
             q.frames.clear();
@@ -396,6 +449,30 @@ mod tests {
         q.clear();
         let (start, room) = q.receive_area(5);
         assert_eq!((start, &room[..]), (0, &b"first"[..]));
+    }
+
+    #[test]
+    fn frames_of_the_lent_batch_are_queued_by_reference_and_others_copied() {
+        let mut rx = PacketBatch::default();
+        rx.push(b"received one", &Offload::NONE);
+        rx.push(b"received two", &Offload::NONE);
+        let mut tx = TxQueues::default();
+        tx.lend(&rx);
+        let rewritten = b"rewritten".to_vec();
+        for packet in rx.iter() {
+            tx.transmit(3, packet.data, &packet.offload);
+        }
+        tx.transmit(3, &rewritten, &Offload::NONE);
+        tx.transmit(4, rx.get(1).unwrap().data, &Offload::NONE);
+        assert_eq!(tx.data, b"rewritten", "only the frame from outside the batch was copied");
+        let three: Vec<&[u8]> = tx.port_lent(3, rx.bytes()).iter().map(|p| p.data).collect();
+        assert_eq!(three, vec![&b"received one"[..], b"received two", b"rewritten"]);
+        assert_eq!(tx.port_lent(4, rx.bytes()).get(0).unwrap().data, b"received two");
+        // Once cleared, nothing is lent: the batch's frames are copied again.
+        tx.clear();
+        tx.transmit(3, rx.get(0).unwrap().data, &Offload::NONE);
+        assert_eq!(tx.data, b"received one");
+        assert_eq!(tx.port(3).get(0).unwrap().data, b"received one");
     }
 
     #[test]
