@@ -64,15 +64,10 @@ const BATCHES_PER_WAKE: usize = 4;
 /// of polling, 40 us with 5 ms; the Linux bridge 32 us). Idle, the thread
 /// sleeps: 0.1% of a core with ports configured.
 const POLL_AFTER_TRAFFIC: Duration = Duration::from_millis(5);
-/// Under load (a wake brought at least [`COALESCE_ABOVE`] frames) while the
-/// switch keeps up (no port had more waiting than a wake takes), pause
+/// Under load (a wake brought at least [`COALESCE_ABOVE`] frames), pause
 /// this long before the next wait so that frames gather into bigger
 /// batches: fewer system calls per frame, and the CPU saved goes to the
-/// hosts on the same cores (one TCP stream: 11-12.6 Gbit/s with the pause,
-/// 8.6-10.6 without). A switch that is behind does not pause: the frames
-/// have gathered already, and the pause only let the ring overflow (64-byte
-/// UDP flood: 5-20% more frames forwarded without it). A lone frame (a
-/// ping) never waits for this.
+/// hosts on the same cores. A lone frame (a ping) never waits for this.
 const COALESCE_PAUSE: Duration = Duration::from_micros(50);
 const COALESCE_ABOVE: usize = 8;
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
@@ -797,7 +792,6 @@ fn run(inbox: Receiver<Request>, wake: Arc<EventFd>) {
             }
         };
         let mut frames_this_wake = 0;
-        let mut behind = false;
         for event in &events[..n] {
             let token = event.data();
             if token == WAKE_TOKEN {
@@ -805,9 +799,8 @@ fn run(inbox: Receiver<Request>, wake: Arc<EventFd>) {
                 continue;
             }
             let Some(source) = readiness.ports.get(&(token as RawFd)) else { continue };
-            let mut taken = 0;
             for _ in 0..BATCHES_PER_WAKE {
-                taken = match source {
+                let taken = match source {
                     Source::Port(bridge, port) => datapath.receive_from(bridge, port),
                     Source::Tunnel(endpoint) => datapath.receive_from_tunnel(endpoint),
                 };
@@ -819,10 +812,8 @@ fn run(inbox: Receiver<Request>, wake: Arc<EventFd>) {
                     break;
                 }
             }
-            // Its last batch was full: more is waiting than a wake takes.
-            behind |= taken == BATCH_SIZE;
         }
-        if frames_this_wake >= COALESCE_ABOVE && !behind {
+        if frames_this_wake >= COALESCE_ABOVE {
             thread::sleep(COALESCE_PAUSE);
         }
     }
