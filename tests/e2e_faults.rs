@@ -314,3 +314,39 @@ fn deleting_the_device_that_carries_a_stream_keeps_the_others_forwarding() {
     assert!(lab.sw.vsctl(&["show"]).status.success(), "the daemon answers");
     assert!(lab.c(c1).pings("198.18.0.4", 2));
 }
+
+/// A packet socket on a link that goes down holds an error that epoll
+/// reports until the socket is read; with a receive ring the switch read
+/// nothing and so spun at a whole core. Down and idle, the switch must
+/// stay near idle, and forward again once the link is back.
+#[test]
+fn a_port_whose_link_goes_down_leaves_the_switch_idle_and_recovers() {
+    if !e2e_allowed("a_port_whose_link_goes_down_leaves_the_switch_idle_and_recovers") {
+        return;
+    }
+    let _one_at_a_time = traffic_lock();
+    let mut lab = Lab::new("linkdown");
+    lab.sw.ok(&["add-br", "br0"]);
+    let c1 = lab.container("br0", 1, &[]);
+    let _c2 = lab.container("br0", 2, &[]);
+    let port1 = lab.port_of("br0", c1);
+    assert!(lab.c(c1).pings("198.18.0.2", 1));
+    let hz = 100.0; // USER_HZ, what /proc/PID/stat counts in on Linux
+    let cpu_seconds = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("vswitchd is running");
+        // Fields after the command name, which ends with ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / hz
+    };
+    lab.switch_ns.ip(&["link", "set", &port1, "down"]);
+    let pid = lab.sw.pid();
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let busy = cpu_seconds(pid) - before;
+    eprintln!("vswitchd used {busy:.2} s of CPU in 3 s with {port1} down");
+    assert!(busy < 1.0, "the switch kept busy with a link down: {busy:.2} s of CPU in 3 s");
+    lab.switch_ns.ip(&["link", "set", &port1, "up"]);
+    wait_for("a ping across the port whose link came back", Duration::from_secs(10), || {
+        lab.c(c1).pings("198.18.0.2", 1)
+    });
+}

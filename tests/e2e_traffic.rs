@@ -111,7 +111,8 @@ fn frames_too_big_for_a_ring_slot_keep_their_place_among_small_ones() {
         r#"
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+# SO_RCVBUFFORCE (33): room for the whole burst whatever rmem_max says.
+s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)
 s.bind(("198.18.0.2", 9999))
 s.settimeout(5)
 got = []
@@ -126,7 +127,10 @@ print(" ".join(got))
 "#
     );
     let receiver = lab.c(c2).spawn("python3", &["-c", &receive]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the receiver binding its port", Duration::from_secs(10), || {
+        let bound = run(lab.c(c2).command("ss").args(["-Hunl", "sport = :9999"]));
+        !String::from_utf8_lossy(&bound.stdout).trim().is_empty()
+    });
     let send = format!(
         r#"
 import socket
@@ -144,6 +148,8 @@ for seq in range({COUNT}):
     assert_eq!(got.split_whitespace().collect::<Vec<_>>(), expected, "datagrams lost, cut or reordered");
     let stats = lab.sw.port_stats("br0", &lab.port_of("br0", c1));
     assert!(stats["drop_reasons"].get("rx_truncated").is_none(), "{stats}");
+    // Through the ring, not the fallback that reads everything from the socket.
+    assert!(!lab.sw.log().contains("no PACKET_MMAP receive ring"), "{}", lab.sw.log());
 }
 
 /// A stateful firewall in flows: c1 (198.18.0.1) may open connections to

@@ -11,11 +11,16 @@
 //!   out with one, so TCP with the veth's default offloads works and stays
 //!   fast (64 KiB frames cross the switch as one). Without it, AF_PACKET
 //!   hands over frames with unfinished checksums and the receiver drops them.
-//! - PACKET_AUXDATA: the kernel strips the VLAN tag of frames from devices
-//!   with VLAN acceleration and reports it beside the frame; it is put back.
-//! - PACKET_IGNORE_OUTGOING, and the packet type as a fallback, keep the
-//!   socket from receiving the frames it sends itself; PACKET_QDISC_BYPASS
-//!   hands sent frames straight to the driver.
+//! - VLAN tags: the kernel strips the tag of frames from devices with VLAN
+//!   acceleration and reports it beside the frame (in the ring's frame
+//!   header, or PACKET_AUXDATA for frames read from the socket); it is put
+//!   back.
+//! - PACKET_IGNORE_OUTGOING, and the packet type in the ring as a fallback,
+//!   keep the socket from receiving the frames it sends itself;
+//!   PACKET_QDISC_BYPASS hands sent frames straight to the driver.
+//! - A socket error (the link went down) makes the socket readable until it
+//!   is read; a wake that finds the ring empty reads the socket, which
+//!   clears it (and takes any frame left there).
 //! - A vanished interface takes the port down, not the daemon: the port
 //!   says why in `show` and reopens when an interface of its name returns.
 //!
@@ -61,7 +66,8 @@ pub struct DeviceDrops {
     pub truncated: u64,
     pub bad_offload: u64,
     pub tx_too_big: u64,
-    /// The kernel found the socket's receive queue full (PACKET_STATISTICS).
+    /// The kernel found the ring, or the socket's queue, full
+    /// (PACKET_STATISTICS).
     pub ring_full: u64,
 }
 
@@ -103,6 +109,11 @@ impl AfPacket {
             None => self.go_down(format!("no interface named {} (waiting for it to appear)", self.name)),
             Some(index) => match Self::socket_for(index) {
                 Ok((socket, ring)) => {
+                    let ring = ring
+                        .inspect_err(|e| {
+                            tracing::warn!(port = %self.name, "no PACKET_MMAP receive ring ({e}); receiving with recvmmsg")
+                        })
+                        .ok();
                     if self.socket.is_some() && index != self.ifindex {
                         // Replaced by another interface of the same name
                         // between two looks: the old one was lost all the same.
@@ -130,7 +141,7 @@ impl AfPacket {
         self.error = Some(reason);
     }
 
-    fn socket_for(ifindex: u32) -> io::Result<(OwnedFd, Option<RxRing>)> {
+    fn socket_for(ifindex: u32) -> io::Result<(OwnedFd, io::Result<RxRing>)> {
         let protocol = (libc::ETH_P_ALL as u16).to_be();
         // Protocol 0: the socket receives nothing until `bind` names the
         // interface (with ETH_P_ALL it would take every interface's frames
@@ -164,13 +175,7 @@ impl AfPacket {
                 let _ = sys::setsockopt_int(raw, libc::SOL_SOCKET, plain, SOCKET_BUFFER);
             }
         }
-        let ring = match RxRing::attach(raw) {
-            Ok(ring) => Some(ring),
-            Err(e) => {
-                tracing::info!("no PACKET_MMAP receive ring ({e}); receiving with recvmmsg");
-                None
-            }
-        };
+        let ring = RxRing::attach(raw);
         let mut addr: libc::sockaddr_ll = zeroed();
         addr.sll_family = libc::AF_PACKET as u16;
         addr.sll_protocol = protocol;
@@ -246,23 +251,34 @@ impl AfPacket {
             let Some(ring) = &mut self.ring else { break };
             let Some(frame) = ring.peek() else { break };
             taken += 1;
+            if frame.pkttype == libc::PACKET_OUTGOING {
+                let on_socket = frame.on_socket;
+                ring.release();
+                if on_socket {
+                    self.discard_one_from_socket();
+                }
+                continue;
+            }
             if frame.on_socket {
                 // The whole frame is the oldest one queued on the socket.
                 // Its successors there (a TCP stream's GSO frames) are read
                 // with it, in one call.
                 ring.release();
                 let mut on_socket = 1;
-                while taken < BATCH_SIZE && ring.peek().is_some_and(|next| next.on_socket) {
+                while taken < BATCH_SIZE
+                    && ring.peek().is_some_and(|next| next.on_socket && next.pkttype != libc::PACKET_OUTGOING)
+                {
                     ring.release();
                     on_socket += 1;
                     taken += 1;
                 }
-                let read = self.recv_messages(batch, on_socket);
+                // A pending socket error fails the first read (and is
+                // cleared by it): read again so ring and socket stay in step.
+                let mut read = self.recv_messages(batch, on_socket);
+                if read < on_socket {
+                    read += self.recv_messages(batch, on_socket - read);
+                }
                 self.drops.truncated += (on_socket - read) as u64;
-                continue;
-            }
-            if frame.pkttype == libc::PACKET_OUTGOING {
-                ring.release();
                 continue;
             }
             if frame.bytes.len() < VNET_HDR_LEN || frame.bytes.len() - VNET_HDR_LEN < frame.wire_len {
@@ -279,7 +295,25 @@ impl AfPacket {
                 batch.shrink_area(slot);
             }
         }
+        if taken == 0 {
+            // Woken with an empty ring: the socket has an error to clear
+            // (epoll reports it until it is read) or a frame the ring did
+            // not announce. Reading it settles both.
+            return self.recv_messages(batch, BATCH_SIZE);
+        }
         taken
+    }
+
+    /// Drops the oldest frame queued on the socket (the copy of a frame the
+    /// ring showed as the socket's own, on kernels without
+    /// PACKET_IGNORE_OUTGOING).
+    fn discard_one_from_socket(&mut self) {
+        let Some(socket) = &self.socket else { return };
+        let mut byte = 0u8;
+        // SAFETY: reads at most one byte into `byte`; MSG_TRUNC drops the rest.
+        unsafe {
+            libc::recv(socket.as_raw_fd(), (&raw mut byte).cast(), 1, libc::MSG_DONTWAIT | libc::MSG_TRUNC);
+        }
     }
 
     /// One `recvmmsg` of up to `max` frames, in place into the batch's room

@@ -18,7 +18,7 @@
 //! Frames bigger than a slot (64 KiB GSO frames, jumbo frames) do not fit.
 //! With PACKET_COPY_THRESH set, the kernel still marks their place in the
 //! ring, truncated and flagged `TP_STATUS_COPY`, and queues the whole frame
-//! on the socket, where `recvmsg` reads it: in ring order, so frames stay
+//! on the socket, where `recvmmsg` reads it: in ring order, so frames stay
 //! in the order they came. If the socket's buffer is full too, the slot
 //! holds only the truncated frame, which the port counts as truncated.
 //!
@@ -35,8 +35,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::sys;
 use crate::core::offload::VNET_HDR_LEN;
 
-/// Room for a 1500-byte frame, a restored VLAN tag, the virtio-net header
-/// and the ring's own headers (about 80 bytes).
+/// Room for frames up to about 1,970 bytes (a 1500-byte MTU with VLAN
+/// tags) after the ring's own headers and the virtio-net header (about 76
+/// bytes); bigger ones go to the socket.
 const FRAME_SIZE: usize = 2048;
 const FRAMES_PER_BLOCK: usize = 32;
 const BLOCK_COUNT: usize = 32;
@@ -45,6 +46,8 @@ const FRAME_COUNT: usize = FRAMES_PER_BLOCK * BLOCK_COUNT;
 const ADDR_OFFSET: usize = (std::mem::size_of::<libc::tpacket2_hdr>() + libc::TPACKET_ALIGNMENT - 1)
     & !(libc::TPACKET_ALIGNMENT - 1);
 const PKTTYPE_OFFSET: usize = ADDR_OFFSET + std::mem::offset_of!(libc::sockaddr_ll, sll_pkttype);
+/// Where the kernel may start writing the frame's bytes.
+const DATA_OFFSET: usize = ADDR_OFFSET + std::mem::size_of::<libc::sockaddr_ll>();
 
 pub struct RxRing {
     base: NonNull<u8>,
@@ -115,7 +118,23 @@ impl RxRing {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            // Without this the kernel would keep filling a ring no one
+            // reads, and the socket would see almost nothing.
+            let none =
+                libc::tpacket_req { tp_block_size: 0, tp_block_nr: 0, tp_frame_size: 0, tp_frame_nr: 0 };
+            // SAFETY: a tpacket_req of zeroes tears the ring down; passed
+            // with its exact size.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    libc::PACKET_RX_RING,
+                    (&none as *const libc::tpacket_req).cast(),
+                    std::mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
+                );
+            }
+            return Err(e);
         }
         let base = NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(RxRing { base, head: 0 })
@@ -125,7 +144,9 @@ impl RxRing {
     pub const BYTES: usize = FRAME_SIZE * FRAME_COUNT;
 
     fn slot(&self, i: usize) -> *mut u8 {
-        // SAFETY: `i < FRAME_COUNT`, so the slot lies inside the mapping.
+        debug_assert!(i < FRAME_COUNT);
+        // SAFETY: `i < FRAME_COUNT` (the head wraps at it), so the slot lies
+        // inside the mapping.
         unsafe { self.base.as_ptr().add(i * FRAME_SIZE) }
     }
 
@@ -147,13 +168,15 @@ impl RxRing {
         // kernel's writes to it are visible) until `release`, which needs
         // `&mut self` and so ends this borrow first.
         let slot: &[u8] = unsafe { std::slice::from_raw_parts(slot, FRAME_SIZE) };
-        // SAFETY: the slot starts with a tpacket2_hdr (plain integers).
+        // SAFETY: the slot starts with a tpacket2_hdr (plain integers). Its
+        // status word is read here non-atomically too, harmlessly: the
+        // kernel does not write a slot that is ours.
         let header: libc::tpacket2_hdr = unsafe { std::ptr::read_unaligned(slot.as_ptr().cast()) };
         let mac = usize::from(header.tp_mac);
         let captured = header.tp_snaplen as usize;
         // A slot the kernel could not have written: show it as truncated.
         let bytes = match (mac.checked_sub(VNET_HDR_LEN), mac.checked_add(captured)) {
-            (Some(from), Some(to)) if from >= PKTTYPE_OFFSET && to <= FRAME_SIZE => &slot[from..to],
+            (Some(from), Some(to)) if from >= DATA_OFFSET && to <= FRAME_SIZE => &slot[from..to],
             _ => &[][..],
         };
         let stripped_tag = (status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
