@@ -12,18 +12,22 @@
 //!   entry stamped since it was queued goes to the back, re-queued at its
 //!   stamp; the first entry that is neither ends the sweep. O(expired +
 //!   re-queued), and an entry is re-queued at most once per refresh;
-//! - a full table evicts the front entry after the same re-queueing, so the
-//!   victim is one not seen since it was queued: the least recently seen,
-//!   up to the order in which re-queued entries came back.
+//! - a full table evicts the front entry after the same re-queueing (an
+//!   expired entry met on the way goes instead), so the victim is expired
+//!   or not seen since it was queued: the least recently seen, up to the
+//!   order in which re-queued entries came back.
 //!
 //! Each entry has exactly one record in the queue, the one whose time is
 //! the entry's `queued_at`; a record whose entry is gone or was re-queued
 //! since is stale and skipped (only `flush_port` leaves such records, and
 //! it drops them at once).
 //!
-//! The price of laziness: an entry that expired can wait behind a live one
-//! at the front until the sweep reaches it (lookups never return it, and
-//! `entries` never lists it, but it counts in `len` meanwhile).
+//! The price of laziness: re-queued entries go to the back stamped with
+//! when they were last seen, so the queue is only roughly in time order.
+//! An entry that expired can wait behind a live one at the front until the
+//! sweep reaches it (lookups never return it, and `entries` never lists
+//! it, but it counts in `len` meanwhile), and when the table is full a live
+//! entry at the front can be evicted while such an expired one stays.
 //!
 //! A frame from the source just learned, on the same port at the same
 //! datapath time (a burst: one batch shares one timestamp), changes
@@ -148,7 +152,7 @@ impl MacTable {
         self.capacity = capacity.max(1);
         self.aging_ms = aging_secs.saturating_mul(1000);
         self.last_learned = None;
-        while self.entries.len() > self.capacity && self.evict_one().is_some() {
+        while self.entries.len() > self.capacity && self.evict_one(None).is_some() {
             self.stats.evicted += 1;
         }
     }
@@ -189,12 +193,19 @@ impl MacTable {
         self.entries.remove(&key).map(|q| q.entry)
     }
 
-    /// Removes the least recently seen entry and returns it.
-    fn evict_one(&mut self) -> Option<MacEntry> {
+    /// Removes the least recently seen entry, or an expired one met first
+    /// (at `now`, if given), and returns it.
+    fn evict_one(&mut self, now: Option<Timestamp>) -> Option<MacEntry> {
         loop {
             match self.front() {
                 Front::Empty => return None,
-                Front::Refreshed(key) => self.requeue_front(key),
+                Front::Refreshed(key) => {
+                    let expired = now.is_some_and(|now| !self.is_live(&self.entries[&key].entry, now));
+                    if expired {
+                        return self.remove_front(key);
+                    }
+                    self.requeue_front(key);
+                }
                 Front::Settled(key, _) => return self.remove_front(key),
             }
         }
@@ -221,7 +232,7 @@ impl MacTable {
             return Learned::Moved { from };
         }
         if self.entries.len() >= self.capacity {
-            match self.evict_one() {
+            match self.evict_one(Some(now)) {
                 // Expired but not yet swept: it was going anyway.
                 Some(gone) if !self.is_live(&gone, now) => self.stats.expired += 1,
                 Some(_) => self.stats.evicted += 1,
