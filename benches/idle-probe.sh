@@ -24,6 +24,11 @@ P=idle$$
 RUN=$(mktemp -d /tmp/vswitch-idle.XXXXXX)
 DAEMON=
 cleanup() {
+    status=$?
+    if [ "$status" != 0 ] && [ -f "$RUN/log" ]; then
+        echo "idle-probe: failed; vswitchd's log:" >&2
+        cat "$RUN/log" >&2
+    fi
     if [ -n "$DAEMON" ]; then kill "$DAEMON" 2>/dev/null || true; wait "$DAEMON" 2>/dev/null || true; fi
     for ns in "$P-sw" "$P-h1" "$P-h2"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$RUN"
@@ -44,7 +49,10 @@ for _ in $(seq 50); do "${VSCTL[@]}" list-br >/dev/null 2>&1 && break; sleep 0.1
 ip netns exec "$P-h1" ping -c 3 -i 0.2 -W 1 -q 198.18.0.2 >/dev/null || { echo "idle-probe: no ping across the switch" >&2; exit 1; }
 sleep 2
 
-ticks() { awk '{print $14 + $15}' "/proc/$DAEMON/stat"; }
+ticks() {
+    [ -r "/proc/$DAEMON/stat" ] || { echo "idle-probe: vswitchd (pid $DAEMON) is gone" >&2; exit 1; }
+    awk '{print $14 + $15}' "/proc/$DAEMON/stat"
+}
 HZ=$(getconf CLK_TCK)
 t0=$(ticks)
 s0=$(date +%s.%N)
@@ -55,7 +63,7 @@ rss=$(awk '/^VmRSS/ {print $2}' "/proc/$DAEMON/status")
 hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$DAEMON/status")
 cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.2f", 100 * (b - a) / hz / (s1 - s0) }')
 awk -v secs="$SECS" -v cpu="$cpu" -v ticks=$((t1 - t0)) -v hz="$HZ" -v rss="$rss" -v hwm="$hwm" 'BEGIN {
-    printf "idle for %d s with 2 ports: CPU %s%% of one core (%d ticks at %d Hz), RSS %.1f MiB (peak %.1f MiB)\n", secs, cpu, ticks, hz, rss / 1024, hwm / 1024
+    printf "idle for %s s with 2 ports: CPU %s%% of one core (%d ticks at %d Hz), RSS %.1f MiB (peak %.1f MiB)\n", secs, cpu, ticks, hz, rss / 1024, hwm / 1024
 }'
 
 awk -v cpu="$cpu" -v rss="$rss" 'BEGIN {

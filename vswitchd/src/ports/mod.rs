@@ -16,7 +16,8 @@
 //!
 //! Memory: packet buffers belong to the datapath's one receive batch and
 //! one set of transmit queues, not to ports, so they are bounded by what a
-//! batch holds whatever the number of ports.
+//! batch holds whatever the number of ports. The exception is AF_PACKET's
+//! receive ring (2 MiB per port, shared with the kernel).
 
 pub mod afpacket;
 pub mod pcap;
@@ -101,10 +102,12 @@ pub struct FrameRef {
 /// Frames with their offload metadata in one reusable buffer: what a
 /// device received in one batch.
 ///
-/// Devices that receive into memory they choose (AF_PACKET, TAP) receive
-/// in place: [`PacketBatch::receive_area`] lends them room in the batch's
-/// own buffer, and the frames stay where the kernel wrote them, so a
-/// received frame is never copied before it is switched. The datapath has
+/// Devices that receive into memory they choose (TAP, and AF_PACKET for
+/// frames it reads from its socket) receive in place:
+/// [`PacketBatch::receive_area`] lends them room in the batch's own buffer,
+/// and the frames stay where the kernel wrote them, so such a frame is
+/// never copied before it is switched (AF_PACKET copies the frames of its
+/// ring out of their slots into that room). The datapath has
 /// one receive batch, so that room (2 MiB for 32 frames of up to 64 KiB)
 /// exists once, not once per port. The buffer's length only grows (`used`
 /// is where the next frame goes), so lending room never zeroes it again.
@@ -303,7 +306,10 @@ impl TxQueues {
     /// The frames queued to `port`; `lent` is the bytes of the batch lent
     /// with [`TxQueues::lend`] (empty if none was).
     pub fn port_lent<'a>(&'a self, port: u16, lent: &'a [u8]) -> Frames<'a> {
-        debug_assert!(self.lent.as_ref().is_none_or(|r| r.start == lent.as_ptr() as usize));
+        debug_assert!(self
+            .lent
+            .as_ref()
+            .is_none_or(|r| r.start == lent.as_ptr() as usize && r.end - r.start == lent.len()));
         match self.ports.get(usize::from(port)) {
             Some(q) => Frames { data: &self.data, lent, frames: &q.frames, tunnels: &q.tunnels },
             None => Frames { data: &[], lent: &[], frames: &[], tunnels: &[] },
