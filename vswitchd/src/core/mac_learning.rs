@@ -383,6 +383,20 @@ mod tests {
     }
 
     #[test]
+    fn a_full_table_evicts_an_expired_refreshed_entry_before_a_live_one() {
+        let mut t = MacTable::new(2, 60);
+        t.learn(0, &mac(1), 1, at(0));
+        t.learn(0, &mac(1), 1, at(5));
+        t.learn(0, &mac(2), 1, at(10));
+        // mac 1, at the front, was refreshed since it was queued but has
+        // expired by 66; mac 2 is live: mac 1 must make room for mac 3.
+        t.learn(0, &mac(3), 1, at(66));
+        assert_eq!(t.lookup(0, &mac(2), at(66)), Some(1));
+        assert_eq!(t.lookup(0, &mac(3), at(66)), Some(1));
+        assert_eq!((t.stats.expired, t.stats.evicted), (1, 0));
+    }
+
+    #[test]
     fn entries_are_listed_least_recently_seen_first_whatever_the_queue_order() {
         let mut t = MacTable::new(16, 300);
         for n in 1..=3 {
