@@ -113,8 +113,8 @@ impl Default for MacTable {
 /// What the front of the queue holds, once stale records are skipped.
 enum Front {
     Empty,
-    /// Stamped since it was queued: it goes to the back.
-    Refreshed(u64),
+    /// Stamped since it was queued: it goes to the back (unless expired).
+    Refreshed(u64, MacEntry),
     /// Not seen since it was queued.
     Settled(u64, MacEntry),
 }
@@ -166,7 +166,7 @@ impl MacTable {
             match self.entries.get(&key) {
                 Some(q) if q.queued_at == queued_at => {
                     return if q.entry.last_seen > queued_at {
-                        Front::Refreshed(key)
+                        Front::Refreshed(key, q.entry)
                     } else {
                         Front::Settled(key, q.entry)
                     };
@@ -199,9 +199,8 @@ impl MacTable {
         loop {
             match self.front() {
                 Front::Empty => return None,
-                Front::Refreshed(key) => {
-                    let expired = now.is_some_and(|now| !self.is_live(&self.entries[&key].entry, now));
-                    if expired {
+                Front::Refreshed(key, entry) => {
+                    if now.is_some_and(|now| !self.is_live(&entry, now)) {
                         return self.remove_front(key);
                     }
                     self.requeue_front(key);
@@ -257,8 +256,7 @@ impl MacTable {
         loop {
             match self.front() {
                 Front::Empty => break,
-                Front::Refreshed(key) => {
-                    let entry = self.entries[&key].entry;
+                Front::Refreshed(key, entry) => {
                     if self.is_live(&entry, now) {
                         self.requeue_front(key);
                         continue;

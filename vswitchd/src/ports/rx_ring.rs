@@ -92,19 +92,7 @@ impl RxRing {
             tp_frame_size: FRAME_SIZE as libc::c_uint,
             tp_frame_nr: FRAME_COUNT as libc::c_uint,
         };
-        // SAFETY: passes a tpacket_req we own, with its exact size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_PACKET,
-                libc::PACKET_RX_RING,
-                (&request as *const libc::tpacket_req).cast(),
-                std::mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        sys::setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &request)?;
         // SAFETY: maps the ring just configured on `fd`, at its exact size;
         // the result is checked before use.
         let base = unsafe {
@@ -123,17 +111,7 @@ impl RxRing {
             // reads, and the socket would see almost nothing.
             let none =
                 libc::tpacket_req { tp_block_size: 0, tp_block_nr: 0, tp_frame_size: 0, tp_frame_nr: 0 };
-            // SAFETY: a tpacket_req of zeroes tears the ring down; passed
-            // with its exact size.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_PACKET,
-                    libc::PACKET_RX_RING,
-                    (&none as *const libc::tpacket_req).cast(),
-                    std::mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
-                );
-            }
+            let _ = sys::setsockopt(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &none);
             return Err(e);
         }
         let base = NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
