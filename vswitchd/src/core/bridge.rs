@@ -609,7 +609,7 @@ impl Bridge {
         }
     }
 
-    /// Ages MAC entries, and every [`FLOW_EXPIRY_EVERY_MS`] flows and
+    /// Ages MAC entries, and every `FLOW_EXPIRY_EVERY_MS` flows and
     /// connections: once per batch, before its frames.
     pub fn tick(&mut self, now: Timestamp) {
         self.mac.expire(now);

@@ -1,7 +1,7 @@
 //! Frame parsing: an Ethernet/VLAN header view and the flow key.
 //!
 //! The switch must decide where a frame goes from its L2 header alone, so that
-//! part is parsed here by hand over byte ranges ([`field`]) with one length
+//! part is parsed here by hand over byte ranges (`mod field`) with one length
 //! check up front: it is also what egress re-tagging edits. Everything above
 //! (ARP, IPv4, IPv6 and its extension headers, TCP, UDP, ICMP) is read through
 //! etherparse's checked header slices, one header at a time, which never copy

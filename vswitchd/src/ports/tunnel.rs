@@ -8,7 +8,7 @@
 //!   port), shared by every tunnel port that uses it, in any bridge:
 //!   VXLAN is a UDP socket bound to the port (4789), GRE a raw IPv4 socket
 //!   for protocol 47. The datapath reads each endpoint's socket and finds
-//!   the port a packet belongs to with [`TunnelMap`]; the ports only send.
+//!   the port a packet belongs to with [`crate::core::tunnel::TunnelMap`]; the ports only send.
 //! - Sending: each frame is finished first (GSO frames cut into segments,
 //!   partial checksums completed, as [`offload::finish`] does for any port
 //!   without offloads), then gets its VXLAN or GRE header and goes out in
