@@ -152,60 +152,6 @@ for seq in range({COUNT}):
     assert!(!lab.sw.log().contains("no PACKET_MMAP receive ring"), "{}", lab.sw.log());
 }
 
-/// The nice level of vswitchd's datapath thread, from /proc.
-fn datapath_nice(pid: u32) -> i64 {
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("vswitchd is running").flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() == "datapath" {
-            let stat = std::fs::read_to_string(task.path().join("stat")).expect("the thread is running");
-            // Fields after the command name, which ends with ')': nice is the 19th field.
-            let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-            return fields[16].parse().unwrap();
-        }
-    }
-    panic!("vswitchd {pid} has no datapath thread");
-}
-
-/// Under a flood the datapath thread raises its priority (nice -10 by
-/// default, as ovs-ctl runs ovs-vswitchd), so that the senders do not take
-/// the CPU it needs to forward what they send; once the flood is over it
-/// goes back to its level, so its polling after traffic never holds a
-/// woken host off the CPU.
-#[test]
-fn the_datapath_thread_takes_priority_under_a_flood_and_gives_it_back() {
-    if !e2e_allowed("the_datapath_thread_takes_priority_under_a_flood_and_gives_it_back") {
-        return;
-    }
-    let _one_at_a_time = traffic_lock();
-    let mut lab = Lab::new("prio");
-    lab.sw.ok(&["add-br", "br0"]);
-    let pid = lab.sw.pid();
-    let base = datapath_nice(pid);
-    assert!(base > -10, "the test runs vswitchd at nice {base}: nothing to raise");
-    let c1 = lab.container("br0", 1, &[]);
-    let c2 = lab.container("br0", 2, &[]);
-    assert!(lab.c(c1).pings("198.18.0.2", 1));
-    let _server = lab.c(c2).spawn("iperf3", &["-s", "-1", "-B", "198.18.0.2"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let client = lab.c(c1).spawn(
-        "iperf3",
-        &["-c", "198.18.0.2", "--connect-timeout", "3000", "-u", "-l", "64", "-b", "0", "-t", "3"],
-    );
-    let mut levels = std::collections::BTreeSet::new();
-    let flood_ends = std::time::Instant::now() + Duration::from_secs(3);
-    while std::time::Instant::now() < flood_ends {
-        levels.insert(datapath_nice(pid));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = client.wait_output(Duration::from_secs(20));
-    assert!(out.status.success(), "iperf3: {}", String::from_utf8_lossy(&out.stderr));
-    eprintln!("datapath thread nice levels seen during the flood: {levels:?} (at rest {base})");
-    assert!(levels.contains(&-10), "the thread never took nice -10 under a flood: {levels:?}");
-    wait_for("the datapath thread back at its own level", Duration::from_secs(5), || {
-        datapath_nice(pid) == base
-    });
-}
-
 /// A stateful firewall in flows: c1 (198.18.0.1) may open connections to
 /// c2 (198.18.0.2), not the other way; what c1 opened is let back in.
 /// iperf3 TCP with offloads on runs through conntrack (64 KiB GSO frames

@@ -55,15 +55,6 @@ pub struct Args {
     /// (rx_pcap, tx_pcap); repeat for more. Root may name any file.
     #[arg(long = "pcap-dir", value_name = "DIR")]
     pub pcap_dirs: Vec<PathBuf>,
-
-    /// The nice level the datapath thread takes while frames arrive in
-    /// batches, so that under a flood the switch gets the CPU the kernel's
-    /// softirq would rather than a fair share against the senders (as
-    /// ovs-ctl starts ovs-vswitchd at nice -10). Needs CAP_SYS_NICE; 0 never
-    /// changes the thread's level.
-    #[arg(long, value_name = "NICE", default_value_t = -10, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(i32).range(-20..=19))]
-    pub datapath_priority: i32,
 }
 
 /// Holds the run directory for as long as the daemon lives.
@@ -244,8 +235,8 @@ fn run(args: &Args, parent: &mut Option<OwnedFd>) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the control runtime: {e}"))?;
-    let (datapath, datapath_thread) = DatapathHandle::spawn(args.datapath_priority)
-        .map_err(|e| format!("cannot start the datapath thread: {e}"))?;
+    let (datapath, datapath_thread) =
+        DatapathHandle::spawn().map_err(|e| format!("cannot start the datapath thread: {e}"))?;
     runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| format!("cannot use the control socket: {e}"))?;

@@ -8,10 +8,7 @@
 //! a query of live state). It wakes only when there is work: an idle switch
 //! costs nothing. Under load, epoll is level-triggered, so a port with more
 //! waiting is reported again at once; each wake takes a few batches from
-//! each ready port, round-robin, so no port starves the others; and while
-//! wakes bring batches the thread raises its priority ([`crate::priority`])
-//! so that the hosts flooding it cannot take the CPU it needs to forward
-//! what they send. About once
+//! each ready port, round-robin, so no port starves the others. About once
 //! a second devices are maintained (a vanished interface goes down, a
 //! returning one is reopened).
 //!
@@ -51,7 +48,6 @@ use crate::core::{DropReason, Timestamp};
 use crate::nat;
 use crate::ports::tunnel::{TunnelRx, TunnelSocket};
 use crate::ports::{PacketBatch, PortDevice, TxQueues, BATCH_SIZE};
-use crate::priority::{self, LoadPriority};
 
 /// Devices opened for a new configuration, by (bridge, port).
 pub type NewDevices = HashMap<(String, String), Box<dyn PortDevice>>;
@@ -747,14 +743,7 @@ impl Readiness {
     }
 }
 
-fn run(inbox: Receiver<Request>, wake: Arc<EventFd>, nice_under_load: i32) {
-    let mut priority = match priority::current_nice() {
-        Ok(base) => LoadPriority::new(base, nice_under_load),
-        Err(e) => {
-            tracing::info!("the datapath thread keeps its priority under load: cannot read it: {e}");
-            LoadPriority::new(0, 0)
-        }
-    };
+fn run(inbox: Receiver<Request>, wake: Arc<EventFd>) {
     let mut datapath = Datapath::default();
     let mut readiness = match Readiness::new(&wake) {
         Ok(r) => r,
@@ -824,17 +813,7 @@ fn run(inbox: Receiver<Request>, wake: Arc<EventFd>, nice_under_load: i32) {
                 }
             }
         }
-        let under_load = frames_this_wake >= COALESCE_ABOVE;
-        if let Some(nice) = priority.after_wake(under_load, Instant::now()) {
-            if let Err(e) = priority::set_nice(nice) {
-                tracing::info!(
-                    "the datapath thread keeps its priority under load: cannot set nice {nice}: {e} \
-                     (give vswitchd CAP_SYS_NICE, or pass --datapath-priority 0 to stop trying)"
-                );
-                priority.refused();
-            }
-        }
-        if under_load {
+        if frames_this_wake >= COALESCE_ABOVE {
             thread::sleep(COALESCE_PAUSE);
         }
     }
@@ -850,13 +829,11 @@ pub struct DatapathHandle {
 impl DatapathHandle {
     /// Starts the forwarding thread; it ends, dropping (and so flushing and
     /// closing) every device, once every handle is gone.
-    pub fn spawn(nice_under_load: i32) -> std::io::Result<(DatapathHandle, thread::JoinHandle<()>)> {
+    pub fn spawn() -> std::io::Result<(DatapathHandle, thread::JoinHandle<()>)> {
         let (requests, inbox): (Sender<Request>, Receiver<Request>) = unbounded();
         let wake = Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
         let thread_wake = wake.clone();
-        let thread = thread::Builder::new()
-            .name("datapath".into())
-            .spawn(move || run(inbox, thread_wake, nice_under_load))?;
+        let thread = thread::Builder::new().name("datapath".into()).spawn(move || run(inbox, thread_wake))?;
         Ok((DatapathHandle { requests, wake }, thread))
     }
 

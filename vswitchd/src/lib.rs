@@ -4,7 +4,6 @@
 //! - [`config`]: the configuration database, its commands and its file.
 //! - [`ports`]: the port drivers behind one trait.
 //! - [`datapath`]: the forwarding thread that owns bridges and devices.
-//! - [`priority`]: that thread's scheduling priority under load.
 //! - [`nat`]: Docker's masquerade and port mappings, compiled into flows.
 //! - [`control`]: the control socket and its protocol.
 //! - [`access`]: who may use the control socket, and which files they may name.
@@ -21,4 +20,3 @@ pub mod memory;
 pub mod nat;
 pub mod netns;
 pub mod ports;
-pub mod priority;
