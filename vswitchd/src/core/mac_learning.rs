@@ -9,15 +9,15 @@
 //!   time (a linked hash map: unlink, relink, two more cache lines) was a
 //!   fifth of the cost of switching a 64-byte frame;
 //! - aging looks at the front, and only at a record queued longer ago than
-//!   the aging time (a younger record's entry was seen since it was
-//!   queued, so it is live): its entry goes if it has expired, or goes to
-//!   the back, re-queued at its stamp, if it was refreshed since; a young
-//!   front record ends the sweep. So the sweep that runs before every
-//!   batch costs one look at the queue's front, no hash probe, and an
-//!   entry is re-queued by it at most once per aging time, however often
-//!   it is refreshed. (Re-queueing at every stamp, as the sweep first did,
-//!   cost a probe and a push per source per millisecond: an eighth of the
-//!   in-memory cost of a 64-byte frame.);
+//!   the aging time (a younger record's entry was last seen when it was
+//!   queued or later, so it is live): its entry goes if it has expired, or
+//!   goes to the back, re-queued at its stamp, if it was refreshed since; a
+//!   young front record ends the sweep. So the sweep that runs before every
+//!   batch costs one look at the queue's front, no hash probe, and a busy
+//!   entry is re-queued by it about once per aging time (at most twice),
+//!   however often it is refreshed. Re-queueing at every stamp, as the
+//!   sweep first did, cost a probe and a push per source per millisecond:
+//!   an eighth of the in-memory cost of a 64-byte frame;
 //! - a full table evicts the front entry after re-queueing, whatever their
 //!   age, the entries at the front refreshed since they were queued (an
 //!   expired entry met on the way goes instead), so the victim is expired
