@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    packages=(iproute2 iputils-ping iperf3 tcpdump procps ethtool podman runc containernetworking-plugins busybox-static)
+    packages=(iproute2 iputils-ping iperf3 tcpdump procps ethtool podman runc containernetworking-plugins busybox-static etcd-server etcd-client protobuf-compiler libprotobuf-dev)
     missing=()
     for p in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

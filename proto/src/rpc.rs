@@ -414,6 +414,37 @@ pub enum Command {
     },
     /// What the daemon's memory holds, as `ovs-appctl memory/show` tells.
     MemoryShow,
+    /// Creates a network in the cluster store; every host's vswitchd makes
+    /// a bridge of that name for it. `vni` and `gateway` are chosen when
+    /// absent (the lowest free VNI from 4096; no gateway).
+    AddOverlay {
+        name: String,
+        subnet: String,
+        #[serde(default)]
+        vni: Option<u32>,
+        #[serde(default)]
+        gateway: Option<String>,
+        #[serde(default)]
+        mtu: Option<u32>,
+        #[serde(default)]
+        may_exist: bool,
+    },
+    DelOverlay {
+        name: String,
+        #[serde(default)]
+        if_exists: bool,
+    },
+    ListOverlays,
+    /// Joins (or, with no store, leaves) a cluster: `store` lists etcd
+    /// endpoints `HOST:PORT`, `advertise` is this host's underlay address.
+    SetCluster {
+        #[serde(default)]
+        store: Vec<String>,
+        #[serde(default)]
+        advertise: Option<String>,
+        #[serde(default)]
+        ttl_secs: Option<u64>,
+    },
 }
 
 impl Command {
@@ -435,6 +466,7 @@ impl Command {
                 | Command::Trace { .. }
                 | Command::DumpConntrack { .. }
                 | Command::MemoryShow
+                | Command::ListOverlays
         )
     }
 }
@@ -453,6 +485,49 @@ pub enum CommandResult {
     Megaflows(Vec<MegaflowView>),
     Conntrack(Vec<ConnView>),
     Memory(MemoryView),
+    Overlays(Vec<OverlayView>),
+    /// What `add-container-port` gave a container on an overlay network.
+    Attached(AttachedView),
+}
+
+/// An overlay network as this host knows it from the cluster store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayView {
+    pub name: String,
+    pub subnet: String,
+    pub vni: u32,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    pub mtu: u32,
+    /// Whether this host has a bridge for it yet.
+    pub local_bridge: bool,
+    /// The cluster store as this daemon last saw it: `reachable`, or
+    /// `unreachable since ...: why`.
+    pub store: String,
+    /// Endpoints on this host.
+    pub local_endpoints: Vec<String>,
+    /// The other hosts with endpoints on the network.
+    pub peers: Vec<OverlayPeer>,
+}
+
+/// Another host on an overlay network: its tunnel port here and its
+/// endpoints (`IP MAC`), which this host answers ARP for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayPeer {
+    pub host: String,
+    pub port: String,
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedView {
+    pub port: String,
+    /// `A.B.C.D/N`.
+    pub ip: String,
+    pub mac: String,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    pub mtu: u32,
 }
 
 /// The daemon's memory and what fills it, for `memory-show`: enough to
@@ -551,6 +626,9 @@ pub struct BridgeView {
     /// `tcp 8080 -> 198.18.0.7:80`, one per mapping.
     #[serde(default)]
     pub port_mappings: Vec<String>,
+    /// Set when the bridge is an overlay network's, made from the cluster store.
+    #[serde(default)]
+    pub overlay: Option<OverlayView>,
     pub other_config: BTreeMap<String, String>,
     pub external_ids: BTreeMap<String, String>,
     pub ports: Vec<PortView>,
@@ -585,6 +663,10 @@ pub struct FdbEntry {
     pub vlan: u16,
     pub mac: String,
     pub age_secs: u64,
+    /// Configured rather than learned (an overlay's remote endpoint): it
+    /// does not age and learning does not move it.
+    #[serde(default)]
+    pub is_static: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

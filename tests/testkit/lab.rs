@@ -263,9 +263,14 @@ pub struct Lab {
 impl Lab {
     /// `tag` names the test in the namespace names (keep it short).
     pub fn new(tag: &str) -> Lab {
+        Lab::with_args(tag, &[])
+    }
+
+    /// A lab whose daemon gets `args` besides its run dir and database.
+    pub fn with_args(tag: &str, args: &[&str]) -> Lab {
         let prefix = format!("vs{}{tag}", std::process::id());
         let switch_ns = Netns::new(format!("{prefix}-sw"));
-        let sw = Switch::start_in(&switch_ns.name);
+        let sw = Switch::start_in_with_args(&switch_ns.name, args);
         Lab { sw, containers: Vec::new(), switch_ns, prefix }
     }
 

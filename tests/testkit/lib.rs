@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use proto::pcap::{read_ethernet_file, PcapWriter};
 
+pub mod etcd;
 pub mod lab;
 
 pub type Mac = [u8; 6];
@@ -108,6 +109,11 @@ impl Switch {
     /// database; `{dir}` in them stands for the test's directory.
     pub fn start_with_args(args: &[&str]) -> Switch {
         Switch::start_with(None, args)
+    }
+
+    /// A daemon inside the named network namespace, with these arguments.
+    pub fn start_in_with_args(netns: &str, args: &[&str]) -> Switch {
+        Switch::start_with(Some(netns.to_owned()), args)
     }
 
     fn start_with(netns: Option<String>, args: &[&str]) -> Switch {

@@ -54,6 +54,14 @@ Containers:
                                       attach a network namespace (name under /run/netns, path or pid)
                                       through a veth pair whose peer becomes IFNAME inside it
   del-container-port BRIDGE IFNAME NETNS   detach it again (--if-exists)
+Overlay networks (a cluster of hosts sharing an etcd store):
+  set-cluster etcd://HOST:PORT[,...] --advertise IP [--ttl SECS]
+                                      join a cluster (saved); `set-cluster none` leaves it
+  add-overlay NAME --subnet CIDR [--vni N] [--gateway IP] [--mtu N]
+                                      create a network on every host (--may-exist); attach
+                                      containers with add-container-port NAME ... (address allocated)
+  del-overlay NAME                    delete it everywhere (--if-exists)
+  list-overlays                       networks, their peers and the store's state
 Database (TABLE is bridge, port or interface):
   set TABLE RECORD COL[:KEY]=VALUE... e.g. set port p1 tag=10, set interface p1 type=pcap options:tx_pcap=/tmp/p1.pcap
   get TABLE RECORD COL[:KEY]...       print values
@@ -119,6 +127,32 @@ fn read_flows(path: &str) -> Result<Vec<String>, String> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(String::from)
         .collect())
+}
+
+/// `--name value` and `--name=value` options, each at most once, from `known`.
+fn options(
+    args: &[String],
+    known: &[&str],
+    usage: &str,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut rest = args.iter();
+    while let Some(option) = rest.next() {
+        let (name, value) = match option.split_once('=') {
+            Some((n, v)) => (n, v.to_owned()),
+            None => (
+                option.as_str(),
+                rest.next().cloned().ok_or_else(|| format!("{option} needs a value; usage: {usage}"))?,
+            ),
+        };
+        if !known.contains(&name) {
+            return Err(format!("unknown option {name}; usage: {usage}"));
+        }
+        if found.insert(name.to_owned(), value).is_some() {
+            return Err(format!("{name} given twice; usage: {usage}"));
+        }
+    }
+    Ok(found)
 }
 
 fn table(name: &str) -> Result<Table, String> {
@@ -506,6 +540,64 @@ fn parse_command(words: &[String]) -> Result<Command, String> {
             allow(false, false)?;
             exactly(args, 0, "memory-show")?;
             Command::MemoryShow
+        }
+        "add-overlay" => {
+            allow(true, false)?;
+            let usage = "add-overlay NAME --subnet CIDR [--vni N] [--gateway IP] [--mtu N]";
+            need(args, 1, usage)?;
+            let options = options(&args[1..], &["--subnet", "--vni", "--gateway", "--mtu"], usage)?;
+            let number = |name: &str| -> Result<Option<u32>, String> {
+                options
+                    .get(name)
+                    .map(|v| v.parse::<u32>().map_err(|_| format!("{name} takes a number, not {v:?}")))
+                    .transpose()
+            };
+            Command::AddOverlay {
+                name: args[0].clone(),
+                subnet: options
+                    .get("--subnet")
+                    .cloned()
+                    .ok_or_else(|| format!("--subnet is required; usage: {usage}"))?,
+                vni: number("--vni")?,
+                gateway: options.get("--gateway").cloned(),
+                mtu: number("--mtu")?,
+                may_exist,
+            }
+        }
+        "del-overlay" => {
+            allow(false, true)?;
+            exactly(args, 1, "del-overlay NAME")?;
+            Command::DelOverlay { name: args[0].clone(), if_exists }
+        }
+        "list-overlays" => {
+            allow(false, false)?;
+            exactly(args, 0, "list-overlays")?;
+            Command::ListOverlays
+        }
+        "set-cluster" => {
+            allow(false, false)?;
+            let usage = "set-cluster etcd://HOST:PORT[,HOST:PORT...] --advertise IP [--ttl SECS], or set-cluster none";
+            need(args, 1, usage)?;
+            if args[0] == "none" {
+                exactly(args, 1, usage)?;
+                Command::SetCluster { store: vec![], advertise: None, ttl_secs: None }
+            } else {
+                let options = options(&args[1..], &["--advertise", "--ttl"], usage)?;
+                let ttl_secs = options
+                    .get("--ttl")
+                    .map(|v| v.parse::<u64>().map_err(|_| format!("--ttl takes seconds, not {v:?}")))
+                    .transpose()?;
+                Command::SetCluster {
+                    store: vec![args[0].clone()],
+                    advertise: Some(
+                        options
+                            .get("--advertise")
+                            .cloned()
+                            .ok_or_else(|| format!("--advertise is required; usage: {usage}"))?,
+                    ),
+                    ttl_secs,
+                }
+            }
         }
         "replay" | "time-warp" => return Err(format!("{name} cannot be joined with other commands by --")),
         other => return Err(format!("unknown command {other:?}; see vsctl --help")),

@@ -3,7 +3,8 @@
 use std::fmt::Write;
 
 use proto::{
-    BridgeView, CommandResult, ConnView, FdbEntry, FlowView, MegaflowView, MemoryView, PortStats, TupleView,
+    BridgeView, CommandResult, ConnView, FdbEntry, FlowView, MegaflowView, MemoryView, OverlayView,
+    PortStats, TupleView,
 };
 
 fn map(m: &std::collections::BTreeMap<String, String>) -> String {
@@ -26,6 +27,9 @@ pub fn show(bridges: &[BridgeView]) -> String {
         }
         if !b.other_config.is_empty() {
             let _ = writeln!(out, "    other_config: {}", map(&b.other_config));
+        }
+        if let Some(o) = &b.overlay {
+            overlay(&mut out, o, "    overlay: ");
         }
         for p in &b.ports {
             let _ = writeln!(out, "    Port {}", p.name);
@@ -66,11 +70,39 @@ pub fn show(bridges: &[BridgeView]) -> String {
     out
 }
 
+/// An overlay network: its settings, the store's state, and its peers.
+fn overlay(out: &mut String, o: &OverlayView, lead: &str) {
+    let gateway = o.gateway.as_deref().map(|g| format!(" gateway {g}")).unwrap_or_default();
+    let _ = writeln!(out, "{lead}{} subnet {} vni {}{gateway} mtu {}", o.name, o.subnet, o.vni, o.mtu);
+    let _ = writeln!(out, "        store: {}", o.store);
+    if !o.local_bridge {
+        let _ = writeln!(out, "        no local bridge (see vswitchd's log)");
+    }
+    for e in &o.local_endpoints {
+        let _ = writeln!(out, "        local endpoint {e}");
+    }
+    for p in &o.peers {
+        let _ = writeln!(out, "        peer {} via {}: {}", p.host, p.port, p.endpoints.join(", "));
+    }
+}
+
+pub fn overlays(list: &[OverlayView]) -> String {
+    let mut out = String::new();
+    for o in list {
+        overlay(&mut out, o, "");
+    }
+    out
+}
+
 pub fn fdb(entries: &[FdbEntry]) -> String {
     let width = entries.iter().map(|e| e.port.len()).max().unwrap_or(4).max(4);
     let mut out = format!("{:>width$}  VLAN  MAC                Age\n", "port");
     for e in entries {
-        let _ = writeln!(out, "{:>width$}  {:>4}  {}  {:>3}", e.port, e.vlan, e.mac, e.age_secs);
+        if e.is_static {
+            let _ = writeln!(out, "{:>width$}  {:>4}  {}  static", e.port, e.vlan, e.mac);
+        } else {
+            let _ = writeln!(out, "{:>width$}  {:>4}  {}  {:>3}", e.port, e.vlan, e.mac, e.age_secs);
+        }
     }
     out
 }
@@ -194,6 +226,11 @@ pub fn text(result: &CommandResult) -> String {
         CommandResult::Megaflows(m) => megaflows(m),
         CommandResult::Conntrack(c) => conntrack(c),
         CommandResult::Memory(m) => memory(m),
+        CommandResult::Overlays(o) => overlays(o),
+        CommandResult::Attached(a) => {
+            let gateway = a.gateway.as_deref().map(|g| format!(" gateway {g}")).unwrap_or_default();
+            format!("{} ip {} mac {}{gateway} mtu {}\n", a.port, a.ip, a.mac, a.mtu)
+        }
     }
 }
 
@@ -210,5 +247,7 @@ pub fn json(result: &CommandResult) -> serde_json::Value {
         CommandResult::Megaflows(v) => serde_json::json!(v),
         CommandResult::Conntrack(v) => serde_json::json!(v),
         CommandResult::Memory(v) => serde_json::json!(v),
+        CommandResult::Overlays(v) => serde_json::json!(v),
+        CommandResult::Attached(v) => serde_json::json!(v),
     }
 }

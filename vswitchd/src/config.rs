@@ -37,7 +37,7 @@ pub const DB_FORMAT_VERSION: u32 = 1;
 pub const CONTAINER_NETNS: &str = "container_netns";
 pub const CONTAINER_IFACE: &str = "container_iface";
 pub const CONTAINER_ID: &str = "container_id";
-const MAX_OFPORT: u16 = 0xfeff;
+pub const MAX_OFPORT: u16 = 0xfeff;
 const MAX_MAC_TABLE_SIZE: usize = 1 << 20;
 const MAX_CT_ENTRIES: usize = 16 << 20;
 
@@ -48,12 +48,86 @@ pub struct Config {
     pub format: u32,
     #[serde(default)]
     pub bridges: BTreeMap<String, BridgeConfig>,
+    /// The cluster store this host joins for overlay networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { format: DB_FORMAT_VERSION, bridges: BTreeMap::new() }
+        Config { format: DB_FORMAT_VERSION, bridges: BTreeMap::new(), cluster: None }
     }
+}
+
+/// `vswitchd --cluster-store etcd://... --cluster-advertise IP`, or
+/// `vsctl set-cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// etcd endpoints, `HOST:PORT`.
+    pub store: Vec<String>,
+    /// This host's underlay address: where other hosts' tunnels end.
+    pub advertise: std::net::Ipv4Addr,
+    /// How long this host's endpoints outlive it in the store.
+    pub ttl_secs: u64,
+}
+
+impl ClusterConfig {
+    /// Checks `etcd://HOST:PORT[,HOST:PORT...]` (the scheme may be left
+    /// out), the advertised address and the TTL.
+    pub fn new(store: &[String], advertise: &str, ttl_secs: Option<u64>) -> Result<ClusterConfig, String> {
+        let mut endpoints = Vec::new();
+        for item in store.iter().flat_map(|s| s.split(',')) {
+            let item = item.trim();
+            let hostport = item.strip_prefix("etcd://").unwrap_or(item).trim_end_matches('/');
+            match hostport.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+                    endpoints.push(hostport.to_owned())
+                }
+                _ => return Err(format!("cluster store {item:?}: write etcd://HOST:PORT[,HOST:PORT...]")),
+            }
+        }
+        if endpoints.is_empty() {
+            return Err("no cluster store given: write etcd://HOST:PORT[,HOST:PORT...]".into());
+        }
+        let advertise: std::net::Ipv4Addr = advertise.parse().map_err(|_| {
+            format!("cluster advertise address {advertise:?}: give this host's underlay IPv4 address")
+        })?;
+        if advertise.is_unspecified() || advertise.is_multicast() || advertise.is_broadcast() {
+            return Err(format!("cluster advertise address {advertise} cannot be a tunnel endpoint"));
+        }
+        let ttl_secs = ttl_secs.unwrap_or(crate::overlay::DEFAULT_TTL_SECS);
+        if !(2..=300).contains(&ttl_secs) {
+            return Err(format!("cluster TTL {ttl_secs} s: use 2 to 300"));
+        }
+        Ok(ClusterConfig { store: endpoints, advertise, ttl_secs })
+    }
+
+    /// `etcd://A,B`, as the user wrote it.
+    pub fn describe(&self) -> String {
+        format!("etcd://{}", self.store.join(","))
+    }
+}
+
+/// What an overlay network's bridge carries besides ordinary columns;
+/// [`crate::overlay::reconcile`] owns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayBinding {
+    pub subnet: String,
+    pub vni: u32,
+    #[serde(default)]
+    pub gateway: Option<std::net::Ipv4Addr>,
+    pub mtu: u32,
+    /// Containers on other hosts: a static MAC entry and an ARP answer each.
+    #[serde(default)]
+    pub remote: Vec<RemoteEndpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEndpoint {
+    pub ip: std::net::Ipv4Addr,
+    pub mac: String,
+    /// The tunnel port to its host.
+    pub port: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +145,9 @@ pub struct BridgeConfig {
     pub external_ids: Map,
     #[serde(default)]
     pub ports: BTreeMap<String, PortConfig>,
+    /// Set on an overlay network's bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayBinding>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +303,11 @@ fn no_bridge(name: &str) -> RpcError {
 
 fn no_port(name: &str) -> RpcError {
     err(ErrorCode::NotFound, format!("no port named {name} (list them with `vsctl show`)"))
+}
+
+/// A bridge name's check, for names made elsewhere (overlay networks).
+pub fn check_bridge_name(name: &str) -> Result<(), RpcError> {
+    check_name("network", name)
 }
 
 /// A name usable as a bridge or port: what Linux takes as an interface name.
@@ -417,10 +499,31 @@ impl Config {
                 self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
                 Outcome::live(LiveQuery::Megaflows { bridge: bridge.clone() })
             }
-            Command::AddContainerPort { .. } | Command::DelContainerPort { .. } => Err(err(
+            Command::AddContainerPort { .. }
+            | Command::DelContainerPort { .. }
+            | Command::AddOverlay { .. }
+            | Command::DelOverlay { .. }
+            | Command::ListOverlays => Err(err(
                 ErrorCode::Internal,
-                "container ports are attached by the control plane, not by Config::apply",
+                "container ports and overlays are handled by the control plane, not by Config::apply",
             )),
+            Command::SetCluster { store, advertise, ttl_secs } => {
+                self.cluster = if store.is_empty() {
+                    None
+                } else {
+                    let advertise = advertise.as_deref().ok_or_else(|| {
+                        err(
+                            ErrorCode::InvalidValue,
+                            "set-cluster needs --advertise IP: this host's underlay address",
+                        )
+                    })?;
+                    Some(
+                        ClusterConfig::new(store, advertise, *ttl_secs)
+                            .map_err(|e| err(ErrorCode::InvalidValue, e))?,
+                    )
+                };
+                done(Done)
+            }
             Command::FdbShow { bridge } => {
                 self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
                 Outcome::live(LiveQuery::Fdb { bridge: bridge.clone() })
@@ -704,7 +807,11 @@ impl Config {
         port.external_ids.insert(CONTAINER_NETNS.into(), attachment.netns.clone());
         port.external_ids.insert(CONTAINER_IFACE.into(), attachment.ifname.clone());
         if let Some((ip, prefix)) = attachment.ip {
-            port.external_ids.insert("container_ip".into(), format!("{ip}/{prefix}"));
+            port.external_ids.insert(crate::overlay::CONTAINER_IP.into(), format!("{ip}/{prefix}"));
+        }
+        if let Some(mac) = attachment.mac {
+            port.external_ids
+                .insert(crate::overlay::CONTAINER_MAC.into(), crate::core::packet::format_mac(&mac));
         }
         Ok(())
     }
@@ -1002,6 +1109,7 @@ impl Config {
                 gateway: b.gateway.clone(),
                 masquerade: b.masquerade.as_ref().map(|m| m.out_port.clone()),
                 port_mappings: b.port_mappings.iter().map(PortMapping::describe).collect(),
+                overlay: None,
                 other_config: b.other_config.clone(),
                 external_ids: b.external_ids.clone(),
                 ports: b

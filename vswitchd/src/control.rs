@@ -14,7 +14,8 @@
 //! then the datapath switches to it, and only then is the client answered:
 //! an acknowledged change is on disk and in force.
 
-use std::sync::Arc;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Weak};
 
 use base64::Engine;
 use proto::{
@@ -27,9 +28,11 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::access::{Access, Peer};
-use crate::config::{Config, Database, LiveQuery, Outcome};
+use crate::config::{ClusterConfig, Config, Database, LiveQuery, Outcome};
 use crate::datapath::{Datapath, DatapathHandle, NewDevices, Request as DpRequest};
 use crate::netns;
+use crate::overlay::store::{BoxFuture, Cluster, Reconciler};
+use crate::overlay::{self, ClusterView, EndpointRecord, NetworkRecord};
 use crate::ports;
 
 pub const MAX_CLIENTS: usize = 256;
@@ -120,6 +123,81 @@ pub struct Control {
     db: Database,
     datapath: DatapathHandle,
     access: Access,
+    /// The cluster this host is a member of, and the task keeping its
+    /// session with the store.
+    cluster: std::sync::Mutex<Option<(Arc<Cluster>, tokio::task::JoinHandle<()>)>>,
+    /// The overlay conflicts last logged, so a watch event does not repeat them.
+    conflicts: std::sync::Mutex<Vec<String>>,
+    me: Weak<Control>,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.cluster.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+fn no_cluster() -> RpcError {
+    RpcError::new(
+        ErrorCode::InvalidValue,
+        "this host is in no cluster: start vswitchd with --cluster-store etcd://HOST:PORT --cluster-advertise IP, or run `vsctl set-cluster etcd://HOST:PORT --advertise IP`",
+    )
+}
+
+/// An overlay container's `--ip`: an address, with the subnet's prefix if any.
+fn overlay_address(ip: &str, network: &NetworkRecord) -> Result<Ipv4Addr, RpcError> {
+    let bad = |why: String| RpcError::new(ErrorCode::InvalidValue, format!("--ip {ip:?}: {why}"));
+    let (addr, prefix) = match ip.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (ip, None),
+    };
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad("not an IPv4 address".into()))?;
+    if prefix.is_some_and(|p| p.parse::<u8>() != Ok(network.subnet.prefix)) {
+        return Err(bad(format!("the network's subnet is {}", network.subnet)));
+    }
+    Ok(addr)
+}
+
+impl Reconciler for Control {
+    fn reconcile(&self, view: ClusterView) -> BoxFuture<'_, ()> {
+        Box::pin(self.reconcile_overlays(view))
+    }
+
+    fn local_endpoints(&self) -> BoxFuture<'_, Vec<(String, EndpointRecord)>> {
+        Box::pin(async {
+            let Some(local) = self.cluster().map(|c| c.local()) else { return Vec::new() };
+            overlay::local_endpoints(&*self.config.lock().await, local)
+        })
+    }
+}
+
+impl Control {
+    /// Makes the overlay bridges match what the cluster store holds.
+    async fn reconcile_overlays(&self, view: ClusterView) {
+        let Some(local) = self.cluster().map(|c| c.local()) else { return };
+        let mut current = self.config.lock().await;
+        let (next, conflicts) = overlay::reconcile(&current, &view, local);
+        let conflicts: Vec<String> = conflicts.into_iter().map(|c| c.0).collect();
+        {
+            let mut logged = self.conflicts.lock().expect("conflicts lock");
+            for c in conflicts.iter().filter(|c| !logged.contains(c)) {
+                tracing::warn!("{c}");
+            }
+            *logged = conflicts;
+        }
+        if next == *current {
+            return;
+        }
+        match self.commit(&current, &next).await {
+            Ok(()) => {
+                let old = std::mem::replace(&mut *current, next);
+                self.after_commit(&old, &current).await;
+            }
+            Err(e) => tracing::warn!("cannot apply the overlay networks from the cluster store: {e}"),
+        }
+    }
 }
 
 impl Control {
@@ -131,7 +209,7 @@ impl Control {
         db: Database,
         datapath: DatapathHandle,
         access: Access,
-    ) -> Result<Control, RpcError> {
+    ) -> Result<Arc<Control>, RpcError> {
         let mut devices = NewDevices::new();
         for (bridge, port, interface) in Datapath::ports_needing_devices(&Config::default(), &config) {
             let device = ports::open(&port, &interface).unwrap_or_else(|e| {
@@ -142,7 +220,101 @@ impl Control {
         }
         let snapshot = Arc::new(config.clone());
         datapath.call(|done| DpRequest::Reconfigure { config: snapshot, devices, done }).await?;
-        Ok(Control { config: Mutex::new(config), db, datapath, access })
+        let cluster = config.cluster.clone();
+        let control = Arc::new_cyclic(|me| Control {
+            config: Mutex::new(config),
+            db,
+            datapath,
+            access,
+            cluster: std::sync::Mutex::new(None),
+            conflicts: std::sync::Mutex::new(Vec::new()),
+            me: me.clone(),
+        });
+        control.join_cluster(cluster).await;
+        Ok(control)
+    }
+
+    fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.cluster.lock().expect("cluster lock").as_ref().map(|(c, _)| c.clone())
+    }
+
+    /// Leaves the current cluster, if any, and joins `settings`' one.
+    async fn join_cluster(&self, settings: Option<ClusterConfig>) {
+        let previous = self.cluster.lock().expect("cluster lock").take();
+        if let Some((_, task)) = previous {
+            task.abort();
+        }
+        let Some(settings) = settings else { return };
+        let store = settings.describe();
+        match Cluster::connect(settings).await {
+            Ok(cluster) => {
+                tracing::info!(%store, advertise = %cluster.local(), "joining the cluster");
+                let task = tokio::spawn(cluster.clone().run(self.me.clone()));
+                *self.cluster.lock().expect("cluster lock") = Some((cluster, task));
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+
+    /// What a committed change means outside this host: endpoints of
+    /// overlay containers that came are published, those that went are
+    /// withdrawn and their addresses given back; a changed cluster
+    /// setting is joined.
+    async fn after_commit(&self, old: &Config, new: &Config) {
+        if old.cluster != new.cluster {
+            self.join_cluster(new.cluster.clone()).await;
+            return;
+        }
+        let Some(cluster) = self.cluster() else { return };
+        let before = overlay::local_endpoints(old, cluster.local());
+        let after = overlay::local_endpoints(new, cluster.local());
+        for (network, endpoint) in after.iter().filter(|e| !before.contains(e)) {
+            if let Err(e) = cluster.publish(network, endpoint).await {
+                tracing::warn!(%network, ip = %endpoint.ip, "endpoint not published yet (it will be when the store is back): {e}");
+            }
+        }
+        for (network, endpoint) in before.iter().filter(|e| !after.contains(e)) {
+            if let Err(e) = cluster.release(network, endpoint.ip).await {
+                tracing::warn!(%network, ip = %endpoint.ip, "cannot give the address back: {e}");
+            }
+        }
+    }
+
+    /// The overlay part of `show` and `list-overlays`.
+    fn overlay_views(&self, config: &Config) -> Vec<proto::OverlayView> {
+        let Some(cluster) = self.cluster() else { return Vec::new() };
+        let (view, status, local) = (cluster.view(), cluster.status(), cluster.local());
+        view.networks
+            .iter()
+            .map(|(name, network)| {
+                let bridge = config.bridges.get(name).filter(|b| b.overlay.is_some());
+                let peers = view
+                    .peers(name, local)
+                    .into_iter()
+                    .map(|(host, endpoints)| proto::OverlayPeer {
+                        host: host.to_string(),
+                        port: overlay::tunnel_port_name(network.vni, host),
+                        endpoints: endpoints.iter().map(|e| format!("{} {}", e.ip, e.mac)).collect(),
+                    })
+                    .collect();
+                let local_endpoints = overlay::local_endpoints(config, local)
+                    .into_iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, e)| format!("{} {}", e.ip, e.mac))
+                    .collect();
+                proto::OverlayView {
+                    name: name.clone(),
+                    subnet: network.subnet.to_string(),
+                    vni: network.vni,
+                    gateway: network.gateway.map(|g| g.to_string()),
+                    mtu: network.mtu,
+                    local_bridge: bridge.is_some(),
+                    store: status.clone(),
+                    local_endpoints,
+                    peers,
+                }
+            })
+            .collect()
     }
 
     /// Whether `peer` may use the control socket.
@@ -167,7 +339,9 @@ impl Control {
         let mut current = self.config.lock().await;
         let mut working = current.clone();
         let mut attached = Vec::new();
-        let prepared = Self::prepare(&mut working, &commands, &mut attached)
+        let mut allocated = Vec::new();
+        let prepared = self
+            .prepare(&mut working, &commands, &mut attached, &mut allocated)
             .await
             .and_then(|outcomes| self.access.check_devices(peer, &current, &working).map(|()| outcomes));
         let committed = match prepared {
@@ -182,6 +356,11 @@ impl Control {
                 for host in attached {
                     let _ = blocking(move || netns::detach(&host)).await;
                 }
+                if let Some(cluster) = self.cluster() {
+                    for (network, ip) in allocated {
+                        let _ = cluster.release(&network, ip).await;
+                    }
+                }
                 return Err(e);
             }
         };
@@ -195,12 +374,13 @@ impl Control {
             .map(|(_, port, _)| port)
             .filter(|port| !kept.contains(port))
             .collect();
-        *current = working;
+        let old = std::mem::replace(&mut *current, working);
         for host in detach {
             if let Err(e) = blocking(move || netns::detach(&host)).await {
                 tracing::warn!("{e}");
             }
         }
+        self.after_commit(&old, &current).await;
         let mut results = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             results.push(match outcome {
@@ -214,25 +394,72 @@ impl Control {
     /// Applies the commands to `working`. `add-container-port` acts on the
     /// system too: the pairs it creates are listed in `attached`, to be
     /// deleted if the transaction fails.
+    /// Overlay commands also act on the cluster store: the addresses they
+    /// take are listed in `allocated`, to be given back if it fails.
     async fn prepare(
+        &self,
         working: &mut Config,
         commands: &[Command],
         attached: &mut Vec<String>,
+        allocated: &mut Vec<(String, Ipv4Addr)>,
     ) -> Result<Vec<Outcome>, RpcError> {
         let mut outcomes = Vec::with_capacity(commands.len());
         for command in commands {
             match command {
-                Command::AddContainerPort { bridge, container_id, .. } => {
-                    let (attachment, tag) = working.check_container_port(command)?;
-                    let host = netns::host_name(&attachment.netns, &attachment.ifname, |n| {
-                        working.port_bridge(n).is_some() || working.bridges.contains_key(n)
-                    });
-                    let (h, a) = (host.clone(), attachment.clone());
-                    blocking(move || netns::attach(&h, &a))
-                        .await
+                Command::AddOverlay { name, subnet, vni, gateway, mtu, may_exist } => {
+                    let cluster = self.cluster().ok_or_else(no_cluster)?;
+                    let network = NetworkRecord::new(name, subnet, *vni, gateway.as_deref(), *mtu)
                         .map_err(|e| RpcError::new(ErrorCode::InvalidValue, e))?;
-                    attached.push(host.clone());
-                    working.add_container_port(bridge, &host, &attachment, tag, container_id.as_deref())?;
+                    cluster.create_network(name, network, *may_exist).await?;
+                    self.reconcile_working(working, &cluster, name)?;
+                    outcomes.push(Outcome::Done(CommandResult::Done));
+                }
+                Command::DelOverlay { name, if_exists } => {
+                    let cluster = self.cluster().ok_or_else(no_cluster)?;
+                    cluster.delete_network(name, *if_exists).await?;
+                    self.reconcile_working(working, &cluster, name)?;
+                    outcomes.push(Outcome::Done(CommandResult::Done));
+                }
+                Command::ListOverlays => {
+                    if self.cluster().is_none() {
+                        return Err(no_cluster());
+                    }
+                    outcomes.push(Outcome::Done(CommandResult::Overlays(self.overlay_views(working))));
+                }
+                Command::AddContainerPort { bridge, ip, gateway, mac, mtu, container_id, .. }
+                    if working.bridges.get(bridge).is_some_and(|b| b.overlay.is_some()) =>
+                {
+                    let cluster = self.cluster().ok_or_else(no_cluster)?;
+                    let binding = working.bridges[bridge].overlay.clone().expect("checked");
+                    let network = NetworkRecord {
+                        subnet: overlay::Subnet::parse(&binding.subnet)
+                            .map_err(|e| RpcError::new(ErrorCode::Internal, e))?,
+                        vni: binding.vni,
+                        gateway: binding.gateway,
+                        mtu: binding.mtu,
+                    };
+                    let requested = ip.as_deref().map(|ip| overlay_address(ip, &network)).transpose()?;
+                    let address = cluster.allocate(bridge, &network, requested).await?;
+                    allocated.push((bridge.clone(), address));
+                    let mac = mac.clone().unwrap_or_else(|| overlay::container_mac(address));
+                    let gateway = gateway.clone().or(network.gateway.map(|g| g.to_string()));
+                    let mtu = mtu.unwrap_or(network.mtu);
+                    let ip = format!("{address}/{}", network.subnet.prefix);
+                    let mut filled = command.clone();
+                    if let Command::AddContainerPort { ip: i, gateway: g, mac: m, mtu: t, .. } = &mut filled {
+                        (*i, *g, *m, *t) = (Some(ip.clone()), gateway.clone(), Some(mac.clone()), Some(mtu));
+                    }
+                    let port = self.attach(working, &filled, container_id.as_deref(), attached).await?;
+                    outcomes.push(Outcome::Done(CommandResult::Attached(proto::AttachedView {
+                        port,
+                        ip,
+                        mac,
+                        gateway,
+                        mtu,
+                    })));
+                }
+                Command::AddContainerPort { container_id, .. } => {
+                    self.attach(working, command, container_id.as_deref(), attached).await?;
                     outcomes.push(Outcome::Done(CommandResult::Done));
                 }
                 Command::DelContainerPort { bridge, ifname, netns: ns, if_exists } => {
@@ -255,6 +482,47 @@ impl Control {
             }
         }
         Ok(outcomes)
+    }
+
+    /// `add-container-port`: a veth pair into the namespace, its host end a
+    /// port of the bridge. Returns the port's name.
+    async fn attach(
+        &self,
+        working: &mut Config,
+        command: &Command,
+        container_id: Option<&str>,
+        attached: &mut Vec<String>,
+    ) -> Result<String, RpcError> {
+        let Command::AddContainerPort { bridge, .. } = command else {
+            return Err(RpcError::new(ErrorCode::Internal, "not an add-container-port"));
+        };
+        let (attachment, tag) = working.check_container_port(command)?;
+        let host = netns::host_name(&attachment.netns, &attachment.ifname, |n| {
+            working.port_bridge(n).is_some() || working.bridges.contains_key(n)
+        });
+        let (h, a) = (host.clone(), attachment.clone());
+        blocking(move || netns::attach(&h, &a))
+            .await
+            .map_err(|e| RpcError::new(ErrorCode::InvalidValue, e))?;
+        attached.push(host.clone());
+        working.add_container_port(bridge, &host, &attachment, tag, container_id)?;
+        Ok(host)
+    }
+
+    /// Brings `working` in line with the cluster's view after an overlay
+    /// command changed it; a conflict about `network` fails the command.
+    fn reconcile_working(
+        &self,
+        working: &mut Config,
+        cluster: &Cluster,
+        network: &str,
+    ) -> Result<(), RpcError> {
+        let (next, conflicts) = overlay::reconcile(working, &cluster.view(), cluster.local());
+        if let Some(conflict) = conflicts.into_iter().find(|c| c.0.contains(&format!("network {network} "))) {
+            return Err(RpcError::new(ErrorCode::AlreadyExists, conflict.0));
+        }
+        *working = next;
+        Ok(())
     }
 
     /// Makes `new` the configuration in force: opens the devices it needs,
@@ -301,10 +569,11 @@ impl Control {
             }
             match self.commit(&current, &working).await {
                 Ok(()) => {
-                    *current = working;
+                    let old = std::mem::replace(&mut *current, working);
                     for (bridge, port, ns) in gone {
                         tracing::info!("removed port {port} from {bridge}: its container interface (namespace {ns}) is gone");
                     }
+                    self.after_commit(&old, &current).await;
                 }
                 Err(e) => tracing::warn!("cannot remove the ports of vanished containers: {e}"),
             }
@@ -316,7 +585,14 @@ impl Control {
             LiveQuery::Show => {
                 let errors = dp.call(|done| DpRequest::PortErrors { done }).await?;
                 let mut views = config.views();
+                let mut overlays = self.overlay_views(config);
                 for bridge in &mut views {
+                    if config.bridges.get(&bridge.name).is_some_and(|b| b.overlay.is_some()) {
+                        bridge.overlay = overlays
+                            .iter()
+                            .position(|o| o.name == bridge.name)
+                            .map(|i| overlays.swap_remove(i));
+                    }
                     for port in &mut bridge.ports {
                         port.error = errors.get(&(bridge.name.clone(), port.name.clone())).cloned();
                     }

@@ -14,7 +14,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use proto::{DEFAULT_RUN_DIR, RUN_DIR_ENV, SOCKET_NAME};
@@ -55,6 +54,19 @@ pub struct Args {
     /// (rx_pcap, tx_pcap); repeat for more. Root may name any file.
     #[arg(long = "pcap-dir", value_name = "DIR")]
     pub pcap_dirs: Vec<PathBuf>,
+
+    /// The cluster store for overlay networks: etcd://HOST:PORT[,HOST:PORT...].
+    /// Saved in the database, as `vsctl set-cluster` does.
+    #[arg(long, env = "VSWITCH_CLUSTER_STORE", requires = "cluster_advertise")]
+    pub cluster_store: Option<String>,
+
+    /// This host's underlay address, where other hosts' tunnels end.
+    #[arg(long, env = "VSWITCH_CLUSTER_ADVERTISE", requires = "cluster_store")]
+    pub cluster_advertise: Option<String>,
+
+    /// Seconds this host's endpoints outlive it in the store (its lease).
+    #[arg(long, value_name = "SECS")]
+    pub cluster_ttl: Option<u64>,
 }
 
 /// Holds the run directory for as long as the daemon lives.
@@ -218,7 +230,15 @@ fn run(args: &Args, parent: &mut Option<OwnedFd>) -> Result<(), String> {
         fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create the database directory {}: {e}", dir.display()))?;
     }
-    let config = db.load()?;
+    let mut config = db.load()?;
+    if let (Some(store), Some(advertise)) = (&args.cluster_store, &args.cluster_advertise) {
+        let cluster =
+            crate::config::ClusterConfig::new(std::slice::from_ref(store), advertise, args.cluster_ttl)?;
+        if config.cluster.as_ref() != Some(&cluster) {
+            config.cluster = Some(cluster);
+            db.save(&config).map_err(|e| format!("cannot save the cluster settings: {e}"))?;
+        }
+    }
     let listener = lock.bind(access.socket_group())?;
     let log_file = if args.detach {
         *parent = detach()?;
@@ -253,7 +273,6 @@ fn run(args: &Args, parent: &mut Option<OwnedFd>) -> Result<(), String> {
             report_to_parent(parent, "ready");
             close_stdio();
         }
-        let control = Arc::new(control);
         let watcher = tokio::spawn(control.clone().watch_containers());
         let trimmer = tokio::spawn(async {
             let mut every = tokio::time::interval(RELEASE_FREE_MEMORY_EVERY);

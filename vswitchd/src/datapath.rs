@@ -234,6 +234,11 @@ impl Datapath {
                 let is_tunnel = runtime.ports.get(pname).is_some_and(|p| p.device.tunnel().is_some());
                 runtime.core.set_tunnel(pconfig.ofport, is_tunnel);
             }
+            let remote = bconfig.overlay.iter().flat_map(|o| &o.remote).filter_map(|r| {
+                let mac = crate::core::packet::parse_mac(&r.mac)?;
+                Some((u32::from(r.ip), mac, bconfig.ports.get(&r.port)?.ofport))
+            });
+            runtime.core.set_remote_endpoints(remote);
             install_nat_flows(&mut runtime.core, bconfig, now);
         }
         self.map_tunnels();
@@ -430,7 +435,15 @@ impl Datapath {
                 vlan,
                 mac: format_mac(&mac),
                 age_secs: (now.millis().saturating_sub(entry.last_seen.millis())) / 1000,
+                is_static: false,
             })
+            .chain(runtime.core.static_macs().map(|(mac, port)| FdbEntry {
+                port: runtime.core.port(*port).map_or_else(|| port.to_string(), |p| p.name.clone()),
+                vlan: 0,
+                mac: format_mac(mac),
+                age_secs: 0,
+                is_static: true,
+            }))
             .collect()
     }
 

@@ -5,6 +5,7 @@
 //! - [`ports`]: the port drivers behind one trait.
 //! - [`datapath`]: the forwarding thread that owns bridges and devices.
 //! - [`nat`]: Docker's masquerade and port mappings, compiled into flows.
+//! - [`overlay`]: overlay networks across hosts, kept in etcd.
 //! - [`control`]: the control socket and its protocol.
 //! - [`access`]: who may use the control socket, and which files they may name.
 //! - [`daemon`]: start-up, locking, detaching, signals.
@@ -19,4 +20,5 @@ pub mod datapath;
 pub mod memory;
 pub mod nat;
 pub mod netns;
+pub mod overlay;
 pub mod ports;

@@ -203,6 +203,18 @@ pub struct Bridge {
     /// The tunnel metadata of the frame being switched, as received and
     /// then as `set_tunnel`/`set_field` leave it: what tunnel ports send with.
     tunnel: TunnelMeta,
+    remote: RemoteEndpoints,
+}
+
+/// An overlay's endpoints on other hosts, which the cluster store
+/// announced: their MACs (in VLAN 0) point at their host's tunnel port and
+/// neither age nor move, and the switch answers ARP for their addresses
+/// (ARP suppression). Empty on every other bridge, where it costs one
+/// branch per frame.
+#[derive(Debug, Default)]
+struct RemoteEndpoints {
+    macs: HashMap<Mac, u16, foldhash::fast::RandomState>,
+    arp: HashMap<u32, Mac, foldhash::fast::RandomState>,
 }
 
 impl Default for Bridge {
@@ -238,6 +250,7 @@ impl Bridge {
             default_rule: None,
             default_pending: (0, 0, Timestamp::default()),
             next_flow_expiry: 0,
+            remote: RemoteEndpoints::default(),
             rewritten: Vec::new(),
             conntrack: Conntrack::new(settings.ct_max),
             router: Router::default(),
@@ -550,6 +563,22 @@ impl Bridge {
         }
     }
 
+    /// Makes `endpoints` (IP, MAC, tunnel port) the overlay's remote
+    /// endpoints: static MAC entries and ARP answers.
+    pub fn set_remote_endpoints(&mut self, endpoints: impl IntoIterator<Item = (u32, Mac, u16)>) {
+        self.remote.macs.clear();
+        self.remote.arp.clear();
+        for (ip, mac, port) in endpoints {
+            self.remote.macs.insert(mac, port);
+            self.remote.arp.insert(ip, mac);
+        }
+    }
+
+    /// The static MAC entries, as (MAC, port).
+    pub fn static_macs(&self) -> impl Iterator<Item = (&Mac, &u16)> {
+        self.remote.macs.iter()
+    }
+
     pub fn set_isolated(&mut self, ofport: u16, isolated: bool) {
         if let Some(Some(port)) = self.ports.get_mut(usize::from(ofport)) {
             port.isolated = isolated;
@@ -704,6 +733,11 @@ impl Bridge {
                 if let Some(sent) = self.for_router(now, &interface, in_port, packet.data, &l2, tx) {
                     return Ok(sent);
                 }
+            }
+        }
+        if !self.remote.arp.is_empty() && l2.ether_type == 0x0806 {
+            if let Some(sent) = self.answer_for_remote(now, in_port, packet.data, &l2, tx) {
+                return Ok(sent);
             }
         }
         let bytes = packet.data.len() as u64;
@@ -904,6 +938,32 @@ impl Bridge {
         (answered || l2.ether_type == 0x0806).then_some(sent)
     }
 
+    /// An ARP request for a remote endpoint's address, answered here
+    /// instead of flooded to every host of the overlay. `Some`: answered.
+    #[inline(never)]
+    fn answer_for_remote(
+        &mut self,
+        now: Timestamp,
+        in_port: u16,
+        frame: &[u8],
+        l2: &L2Header,
+        tx: &mut impl Transmit,
+    ) -> Option<u16> {
+        let target = Field::NwDst.get(&self.key.words) as u32;
+        let mac = *self.remote.arp.get(&target)?;
+        let mut reply = std::mem::take(&mut self.scratch);
+        let answered = super::gateway::answer_arp_request(frame, l2.payload_offset, target, &mac, &mut reply);
+        let sent = answered.then(|| {
+            let input = self.ports[usize::from(in_port)].as_ref().expect("checked by receive");
+            if let Some(vlan) = input.vlan.ingress(l2.outer_vlan().map(|t| t.vid())) {
+                self.mac.learn(vlan, &l2.src, in_port, now);
+            }
+            u16::from(self.raw_output(in_port, &Packet::from(&reply[..]), tx))
+        });
+        self.scratch = reply;
+        sent
+    }
+
     /// Sends a routed frame: out of an uplink port, or into the bridge's
     /// subnet where the MAC table says (VLAN 0), flooding to every port
     /// but the uplinks while the destination is unknown.
@@ -987,14 +1047,22 @@ impl Bridge {
         }
         let vlan = input.vlan.ingress(l2.outer_vlan().map(|t| t.vid())).ok_or(DropReason::VlanNotAllowed)?;
         let isolated = input.isolated;
-        self.mac.learn(vlan, &l2.src, in_port, now);
+        let pinned = !self.remote.macs.is_empty() && vlan == 0 && self.remote.macs.contains_key(&l2.src);
+        if !pinned {
+            self.mac.learn(vlan, &l2.src, in_port, now);
+        }
         // An isolated port's frames skip the other isolated ports.
         let blocked = |ports: &[Option<BridgePort>], out: u16| {
             isolated && ports[usize::from(out)].as_ref().is_some_and(|p| p.isolated)
         };
 
         if !is_multicast(&l2.dst) {
-            if let Some(out) = self.mac.lookup(vlan, &l2.dst, now) {
+            let remote = if self.remote.macs.is_empty() || vlan != 0 {
+                None
+            } else {
+                self.remote.macs.get(&l2.dst).copied()
+            };
+            if let Some(out) = remote.or_else(|| self.mac.lookup(vlan, &l2.dst, now)) {
                 if out == in_port {
                     return Err(DropReason::SamePort);
                 }
@@ -1172,6 +1240,43 @@ mod tests {
         assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(C, A))), vec![3]);
         br.set_isolated(2, false);
         assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(B, A))), vec![2]);
+    }
+
+    #[test]
+    fn remote_endpoints_are_static_macs_and_answered_arp() {
+        // Ports 2 and 3 are tunnels to two other hosts, split horizon between them.
+        let mut br = bridge_with(&[PortVlan::default(), PortVlan::default(), PortVlan::default()]);
+        br.set_isolated(2, true);
+        br.set_isolated(3, true);
+        br.set_remote_endpoints([(u32::from_be_bytes([198, 18, 100, 3]), B, 2)]);
+        // Unicast to the remote MAC goes straight to its host, never flooded.
+        assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(B, A))), vec![2]);
+        // The MAC does not move when a frame claims it elsewhere.
+        send(&mut br, 0, 3, &frame(BROADCAST, B));
+        assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(B, A))), vec![2]);
+        // A broadcast from one tunnel never goes out of the other.
+        assert_eq!(ports_of(&send(&mut br, 0, 2, &frame(BROADCAST, C))), vec![1]);
+
+        let mut request = BROADCAST.to_vec();
+        request.extend_from_slice(&A);
+        request.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+        request.extend_from_slice(&A);
+        request.extend_from_slice(&[198, 18, 100, 2]);
+        request.extend_from_slice(&[0; 6]);
+        request.extend_from_slice(&[198, 18, 100, 3]);
+        request.resize(60, 0);
+        let out = send(&mut br, 0, 1, &request);
+        assert_eq!(ports_of(&out), vec![1], "answered back to the asker, not flooded");
+        let reply = &out[0].1;
+        assert_eq!((&reply[0..6], &reply[6..12]), (&A[..], &B[..]));
+        assert_eq!(&reply[20..22], &[0, 2], "an ARP reply");
+        assert_eq!((&reply[22..28], &reply[28..32]), (&B[..], &[198, 18, 100, 3][..]));
+
+        // An address nobody announced is flooded as usual.
+        request[38..42].copy_from_slice(&[198, 18, 100, 9]);
+        assert_eq!(ports_of(&send(&mut br, 0, 1, &request)), vec![2, 3]);
+        br.set_remote_endpoints([]);
+        assert_eq!(br.static_macs().count(), 0);
     }
 
     #[test]
