@@ -3,14 +3,17 @@
 //! containernetworking-plugins) for addresses, against a daemon of the
 //! test's own. ADD, CHECK and DEL, DEL repeated and after the namespace is
 //! gone, and the error objects for malformed configuration, a missing
-//! namespace, a missing bridge and a daemon that is not there.
-//! Root only (namespaces); CI installs the plugins and runs them.
+//! namespace, a missing bridge and a daemon that is not there. On an
+//! overlay network's bridge (a one-member etcd beside the daemon) the
+//! address comes from vswitchd and the IPAM plugin is never run.
+//! Root only (namespaces); CI installs the plugins and etcd and runs them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
+use testkit::etcd::EtcdCluster;
 use testkit::lab::*;
 use testkit::*;
 
@@ -245,4 +248,113 @@ fn ip_masq_masquerades_the_subnet_behind_the_uplink() {
     let show = lab.sw.json(&["show"]);
     assert_eq!(show[0]["masquerade"], "up", "{show}");
     assert!(lab.sw.ok(&["dump-flows", "br0"]).contains("ct(commit"), "masquerade flows installed");
+}
+
+/// The address of an overlay result, which must be in 198.18.100.0/24
+/// and not the gateway.
+fn overlay_ip(result: &Value) -> String {
+    let address = result["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no address: {result}"));
+    let ip = address.strip_suffix("/24").unwrap_or_else(|| panic!("not a /24: {address}"));
+    let host: u8 = ip
+        .strip_prefix("198.18.100.")
+        .and_then(|h| h.parse().ok())
+        .unwrap_or_else(|| panic!("{ip} is not in the overlay's subnet"));
+    assert!((2..255).contains(&host), "{ip} is the gateway or not a host address");
+    ip.to_owned()
+}
+
+/// Docker's MAC for an IPv4 address: 02:42 and its four bytes.
+fn docker_mac(ip: &str) -> String {
+    let bytes: Vec<String> = ip.split('.').map(|b| format!("{:02x}", b.parse::<u8>().unwrap())).collect();
+    format!("02:42:{}", bytes.join(":"))
+}
+
+#[test]
+fn overlay_networks_get_their_address_from_vswitchd_not_ipam() {
+    if !cni_allowed("overlay_networks_get_their_address_from_vswitchd_not_ipam") {
+        return;
+    }
+    let present = run(Command::new("sh").args(["-c", "command -v etcd"])).status.success();
+    assert!(present || !in_ci(), "CI must install etcd-server");
+    if !present {
+        eprintln!("SKIPPED overlay_networks_get_their_address_from_vswitchd_not_ipam: etcd is missing (apt install etcd-server)");
+        return;
+    }
+    // The store beside the daemon, on the switch namespace's loopback.
+    let lab = Lab::with_args(
+        "cniovl",
+        &["--cluster-store", "etcd://127.0.0.1:2379", "--cluster-advertise", "127.0.0.1"],
+    );
+    let etcd = EtcdCluster::start(&lab.switch_ns, &["127.0.0.1"]);
+    lab.sw.ok(&["add-overlay", "ovl", "--subnet", "198.18.100.0/24", "--gateway", "198.18.100.1"]);
+    wait_for("the overlay's bridge", std::time::Duration::from_secs(10), || {
+        lab.sw.ok(&["list-br"]).lines().any(|l| l == "ovl")
+    });
+    let addresses = || etcd.keys("/vswitch/v1/addresses/ovl/");
+
+    // An `ipam` section is ignored on an overlay: its lease directory
+    // never appears.
+    let conf = serde_json::to_vec(&config(&lab, "ovl")).unwrap();
+    let ns = Netns::new(format!("{}-c1", lab.prefix()));
+    let path = netns_path(&ns);
+    let (ok, result) = cni("ADD", "ctr-ovl", Some(&path), &conf);
+    assert!(ok, "ADD failed: {result}");
+    // vswitchd picks among the lowest free addresses (hosts rarely race).
+    let ip1 = overlay_ip(&result);
+    assert_eq!(
+        result["ips"],
+        json!([{ "address": format!("{ip1}/24"), "gateway": "198.18.100.1", "interface": 2 }])
+    );
+    assert_eq!(result["interfaces"][2], json!({ "name": "eth0", "mac": docker_mac(&ip1), "sandbox": path }));
+    assert_eq!(result["routes"], json!([{ "dst": "0.0.0.0/0", "gw": "198.18.100.1" }]));
+    let ports = ports_of(&lab, "ovl", "ctr-ovl");
+    assert_eq!(ports.len(), 1, "one port with the container id in show");
+    assert_eq!(result["interfaces"][1]["name"], ports[0].as_str());
+    assert!(!lab.sw.path("ipam").exists(), "the IPAM plugin was run for an overlay");
+    assert_eq!(addresses(), [format!("/vswitch/v1/addresses/ovl/{ip1}")]);
+    assert!(ns.ip(&["route"]).contains("default via 198.18.100.1"));
+    assert!(ns.pings("198.18.100.1", 2), "the container cannot reach the overlay's gateway");
+
+    // A configuration without `ipam` works the same; `vlan` is refused.
+    let mut bare = config(&lab, "ovl");
+    bare.as_object_mut().unwrap().remove("ipam");
+    bare["mtu"] = json!(1400);
+    let bare = serde_json::to_vec(&bare).unwrap();
+    let ns2 = Netns::new(format!("{}-c2", lab.prefix()));
+    let (ok, result) = cni("ADD", "ctr-ovl2", Some(&netns_path(&ns2)), &bare);
+    assert!(ok, "ADD without ipam failed: {result}");
+    let ip2 = overlay_ip(&result);
+    assert_ne!(ip1, ip2);
+    assert!(ns2.ip(&["link", "show", "eth0"]).contains("mtu 1400"), "the configuration's mtu");
+    assert!(ns.pings(&ip2, 2), "two containers on the overlay cannot reach each other");
+    let mut tagged = config(&lab, "ovl");
+    tagged["vlan"] = json!(20);
+    let ns3 = Netns::new(format!("{}-c3", lab.prefix()));
+    let (ok, error) = cni("ADD", "ctr-ovl3", Some(&netns_path(&ns3)), &serde_json::to_vec(&tagged).unwrap());
+    assert!(!ok && error["code"] == 7, "vlan on an overlay: {error}");
+    assert!(ports_of(&lab, "ovl", "ctr-ovl3").is_empty());
+
+    let (ok, printed) = cni("CHECK", "ctr-ovl", Some(&path), &conf);
+    assert!(ok && printed.is_null(), "CHECK: {printed}");
+
+    // DEL: the port goes and vswitchd gives the address back; no IPAM.
+    let (ok, printed) = cni("DEL", "ctr-ovl", Some(&path), &conf);
+    assert!(ok && printed.is_null(), "DEL: {printed}");
+    assert!(ports_of(&lab, "ovl", "ctr-ovl").is_empty());
+    assert!(!ns.ip(&["-br", "link"]).contains("eth0"), "the container's end went with the port");
+    wait_for("the address released", std::time::Duration::from_secs(5), || {
+        addresses() == [format!("/vswitch/v1/addresses/ovl/{ip2}")]
+    });
+    assert!(!lab.sw.path("ipam").exists(), "the IPAM plugin was run for an overlay");
+    let (ok, printed) = cni("DEL", "ctr-ovl", Some(&path), &conf);
+    assert!(ok, "a repeated DEL: {printed}");
+    let (ok, error) = cni("CHECK", "ctr-ovl", Some(&path), &conf);
+    assert!(!ok && error["code"] == 3, "CHECK of a detached container: {error}");
+
+    // Once the namespace is gone, without CNI_NETNS.
+    drop(ns2);
+    let (ok, printed) = cni("DEL", "ctr-ovl2", None, &bare);
+    assert!(ok, "DEL without a namespace: {printed}");
+    assert!(ports_of(&lab, "ovl", "ctr-ovl2").is_empty());
+    wait_for("every address released", std::time::Duration::from_secs(5), || addresses().is_empty());
 }

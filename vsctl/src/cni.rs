@@ -22,13 +22,23 @@
 //!
 //! The container's MAC is derived from its IPv4 address as Docker does
 //! (`02:42:` and the four bytes), so it is stable across re-creation.
+//!
+//! Overlay networks: when `bridge` is an overlay network's bridge (vswitchd's
+//! `show` says so), vswitchd itself allocates the address cluster-wide and
+//! picks the MAC, the network's gateway and MTU, so no IPAM plugin is run,
+//! not on ADD, DEL nor CHECK, and an `ipam` section is ignored. ADD sends
+//! `add-container-port` with no address (only `mtu` if the configuration
+//! sets one) and builds the result from vswitchd's answer. The bridge
+//! already answers for the network's gateway, so `isGateway` adds nothing;
+//! `vlan` is refused (the network is one untagged segment). DEL removes the
+//! port, and vswitchd releases the address and withdraws the endpoint.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
-use proto::{Command, CommandResult, Method, PortView, Table, Transact, TransactReply};
+use proto::{AttachedView, Command, CommandResult, Method, PortView, Table, Transact, TransactReply};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -198,6 +208,15 @@ struct Plugin<'a> {
     bridge: &'a str,
 }
 
+/// What vswitchd's `show` says about the network's bridge.
+#[derive(Default)]
+struct BridgeState {
+    /// The bridge is an overlay network's: vswitchd allocates addresses.
+    overlay: bool,
+    /// This container's ports on it (with `CNI_IFNAME`).
+    ports: Vec<PortView>,
+}
+
 /// The address IPAM gave: `A.B.C.D/N` and its gateway.
 struct Lease {
     address: String,
@@ -218,23 +237,33 @@ impl Plugin<'_> {
         Ok(reply.results)
     }
 
-    /// This container's ports on the bridge (with `CNI_IFNAME`).
-    fn ports(&self, client: &mut Client) -> Result<Vec<PortView>, CniError> {
+    /// Whether the bridge is an overlay network's, and this container's
+    /// ports on it (with `CNI_IFNAME`). A missing bridge has no ports and
+    /// is no overlay.
+    fn bridge_state(&self, client: &mut Client) -> Result<BridgeState, CniError> {
         let results = self.transact(client, vec![Command::Show])?;
         let Some(CommandResult::Show(bridges)) = results.into_iter().next() else {
             return Err(CniError::new(code::IO_FAILURE, "vswitchd answered show with something else"));
         };
+        let Some(bridge) = bridges.into_iter().find(|b| b.name == self.bridge) else {
+            return Ok(BridgeState::default());
+        };
         let id = self.env.container_id.as_deref();
         let ifname = self.env.ifname.as_deref();
-        Ok(bridges
+        let ports = bridge
+            .ports
             .into_iter()
-            .filter(|b| b.name == self.bridge)
-            .flat_map(|b| b.ports)
             .filter(|p| {
                 p.external_ids.get("container_id").map(String::as_str) == id
                     && p.external_ids.get("container_iface").map(String::as_str) == ifname
             })
-            .collect())
+            .collect();
+        Ok(BridgeState { overlay: bridge.overlay.is_some(), ports })
+    }
+
+    /// This container's ports on the bridge (with `CNI_IFNAME`).
+    fn ports(&self, client: &mut Client) -> Result<Vec<PortView>, CniError> {
+        Ok(self.bridge_state(client)?.ports)
     }
 
     fn ipam(&self, command: &str) -> Result<Option<Value>, CniError> {
@@ -277,9 +306,10 @@ impl Plugin<'_> {
             return Err(CniError::new(code::CONTAINER_UNKNOWN, format!("CNI_NETNS {netns} does not exist")));
         }
         let mut client = self.client()?;
+        let state = self.bridge_state(&mut client)?;
         // A second ADD for the same attachment must not touch its lease:
         // the clean-up after a refused attach would release it.
-        if let Some(port) = self.ports(&mut client)?.first() {
+        if let Some(port) = state.ports.first() {
             return Err(CniError::new(
                 code::SWITCH_REFUSED,
                 format!(
@@ -287,6 +317,9 @@ impl Plugin<'_> {
                     self.bridge, port.name
                 ),
             ));
+        }
+        if state.overlay {
+            return self.attach_overlay(&mut client, container_id, netns, ifname);
         }
         let ipam = self.ipam("ADD")?;
         let attached = self.attach(&mut client, container_id, netns, ifname, ipam.as_ref());
@@ -342,17 +375,9 @@ impl Plugin<'_> {
         self.transact(client, commands)?;
         let host_port = self.ports(client)?.into_iter().next().map(|p| p.name).unwrap_or_default();
 
-        let old_format = self.conf.cni_version != "1.0.0";
         let mut ips = Vec::new();
         if let Some(l) = &lease {
-            let mut ip = json!({ "address": l.address, "interface": 2 });
-            if let Some(g) = &l.gateway {
-                ip["gateway"] = json!(g);
-            }
-            if old_format {
-                ip["version"] = json!("4");
-            }
-            ips.push(ip);
+            ips.push(ip_config(&self.conf.cni_version, &l.address, l.gateway.as_deref()));
         }
         let mut routes: Vec<Value> = ipam.and_then(|v| v["routes"].as_array().cloned()).unwrap_or_default();
         if let (true, Some(g)) = (gateway_route, lease.as_ref().and_then(|l| l.gateway.clone())) {
@@ -373,14 +398,71 @@ impl Plugin<'_> {
         }))
     }
 
-    fn del(&self) -> Result<(), CniError> {
-        self.env.require(&self.env.container_id, "CNI_CONTAINERID")?;
-        let ifname = self.env.require(&self.env.ifname, "CNI_IFNAME")?;
-        let mut client = self.client()?;
-        for port in self.ports(&mut client)? {
+    /// ADD on an overlay network's bridge: vswitchd allocates the address
+    /// (cluster-wide), picks MAC, gateway and MTU, and says what it gave.
+    fn attach_overlay(
+        &self,
+        client: &mut Client,
+        container_id: &str,
+        netns: &str,
+        ifname: &str,
+    ) -> Result<Value, CniError> {
+        if let Some(vlan) = self.conf.vlan {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "\"vlan\": {vlan} cannot be used on bridge {}: it is an overlay network's, one untagged segment across hosts",
+                    self.bridge
+                ),
+            ));
+        }
+        let mut commands = vec![Command::AddContainerPort {
+            bridge: self.bridge.to_owned(),
+            ifname: ifname.to_owned(),
+            netns: netns.to_owned(),
+            ip: None,
+            gateway: None,
+            mac: None,
+            mtu: self.conf.mtu,
+            tag: None,
+            container_id: Some(container_id.to_owned()),
+        }];
+        if let (true, Some(uplink)) = (self.conf.ip_masq, &self.conf.uplink) {
+            commands.push(Command::AddNat { bridge: self.bridge.to_owned(), out_port: uplink.clone() });
+        }
+        let results = self.transact(client, commands)?;
+        let result = match results.into_iter().next() {
+            Some(CommandResult::Attached(attached)) => {
+                overlay_result(&self.conf.cni_version, self.bridge, ifname, netns, &attached)
+            }
+            other => Err(CniError::new(
+                code::IO_FAILURE,
+                format!(
+                    "vswitchd attached the container to bridge {} but did not say which address it gave \
+                     (it answered {}); is the bridge still an overlay network's?",
+                    self.bridge,
+                    match other {
+                        Some(CommandResult::Done) => "done",
+                        None => "nothing",
+                        Some(_) => "something else",
+                    }
+                ),
+            )),
+        };
+        if result.is_err() {
+            // A failed ADD leaves nothing behind: remove the port, and with
+            // it vswitchd's allocation.
+            let _ = self.bridge_state(client).and_then(|state| self.detach(client, ifname, state.ports));
+        }
+        result
+    }
+
+    /// Removes `ports` (this container's) and both veth ends if they remain.
+    fn detach(&self, client: &mut Client, ifname: &str, ports: Vec<PortView>) -> Result<(), CniError> {
+        for port in ports {
             let netns = port.external_ids.get("container_netns").cloned().unwrap_or_default();
             self.transact(
-                &mut client,
+                client,
                 vec![Command::DelContainerPort {
                     bridge: self.bridge.to_owned(),
                     ifname: ifname.to_owned(),
@@ -389,7 +471,19 @@ impl Plugin<'_> {
                 }],
             )?;
         }
-        self.ipam("DEL")?;
+        Ok(())
+    }
+
+    fn del(&self) -> Result<(), CniError> {
+        self.env.require(&self.env.container_id, "CNI_CONTAINERID")?;
+        let ifname = self.env.require(&self.env.ifname, "CNI_IFNAME")?;
+        let mut client = self.client()?;
+        let state = self.bridge_state(&mut client)?;
+        self.detach(&mut client, ifname, state.ports)?;
+        // On an overlay vswitchd gave the address, and took it back with the port.
+        if !state.overlay {
+            self.ipam("DEL")?;
+        }
         Ok(())
     }
 
@@ -401,8 +495,8 @@ impl Plugin<'_> {
             return Err(CniError::new(code::CONTAINER_UNKNOWN, format!("CNI_NETNS {netns} does not exist")));
         }
         let mut client = self.client()?;
-        let ports = self.ports(&mut client)?;
-        let Some(port) = ports.first() else {
+        let state = self.bridge_state(&mut client)?;
+        let Some(port) = state.ports.first() else {
             return Err(CniError::new(
                 code::CONTAINER_UNKNOWN,
                 format!("container {container_id} is not attached to bridge {}", self.bridge),
@@ -414,9 +508,71 @@ impl Plugin<'_> {
                 format!("port {} does not work: {error}", port.name),
             ));
         }
-        self.ipam("CHECK")?;
+        if !state.overlay {
+            self.ipam("CHECK")?;
+        }
         Ok(())
     }
+}
+
+/// One entry of a result's `ips` (with `version`, which 0.3.x and 0.4.0
+/// results carry).
+fn ip_config(cni_version: &str, address: &str, gateway: Option<&str>) -> Value {
+    let mut ip = json!({ "address": address, "interface": 2 });
+    if let Some(g) = gateway {
+        ip["gateway"] = json!(g);
+    }
+    if cni_version != "1.0.0" {
+        ip["version"] = json!("4");
+    }
+    ip
+}
+
+/// The CNI result for a container that vswitchd attached to an overlay
+/// network's `bridge`, from what it answered: the bridge, the host end and
+/// the container's interface; its address with the gateway, and the default
+/// route through the gateway when the network has one (vswitchd made it in
+/// the container). An answer that is not `A.B.C.D/N` and an IPv4 gateway is
+/// an error, not a result.
+fn overlay_result(
+    cni_version: &str,
+    bridge: &str,
+    ifname: &str,
+    netns: &str,
+    attached: &AttachedView,
+) -> Result<Value, CniError> {
+    let bad = |what: &str| {
+        CniError::new(code::IO_FAILURE, format!("vswitchd answered add-container-port with {what}"))
+    };
+    let valid_address = attached.ip.split_once('/').is_some_and(|(addr, prefix)| {
+        addr.parse::<std::net::Ipv4Addr>().is_ok() && prefix.parse::<u8>().is_ok_and(|p| p <= 32)
+    });
+    if !valid_address {
+        return Err(bad(&format!("the address {:?}, not A.B.C.D/N", attached.ip)));
+    }
+    let gateway = match attached.gateway.as_deref() {
+        Some(g) => Some(
+            g.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| bad(&format!("the gateway {g:?}, not an IPv4 address")))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    if attached.port.is_empty() {
+        return Err(bad("no port name"));
+    }
+    let routes: Vec<Value> = gateway.iter().map(|g| json!({ "dst": "0.0.0.0/0", "gw": g })).collect();
+    Ok(json!({
+        "cniVersion": cni_version,
+        "interfaces": [
+            { "name": bridge },
+            { "name": attached.port },
+            { "name": ifname, "mac": attached.mac, "sandbox": netns },
+        ],
+        "ips": [ip_config(cni_version, &attached.ip, gateway.as_deref())],
+        "routes": routes,
+        "dns": {},
+    }))
 }
 
 /// The first IPv4 address of an IPAM result.
@@ -545,5 +701,71 @@ mod tests {
         assert!(lease(&json!({})).unwrap().is_none());
         assert_eq!(mac_from_id("abc"), mac_from_id("abc"));
         assert_ne!(mac_from_id("abc"), mac_from_id("abd"));
+    }
+
+    fn attached(ip: &str, gateway: Option<&str>) -> AttachedView {
+        AttachedView {
+            port: "vethc1a2b3".into(),
+            ip: ip.into(),
+            mac: "02:42:c6:12:64:05".into(),
+            gateway: gateway.map(str::to_owned),
+            mtu: 1450,
+        }
+    }
+
+    #[test]
+    fn overlay_results_come_from_what_vswitchd_gave() {
+        let a = attached("198.18.100.5/24", Some("198.18.100.1"));
+        let result = overlay_result("1.0.0", "ovl", "eth0", "/run/netns/c1", &a).unwrap();
+        assert_eq!(
+            result,
+            json!({
+                "cniVersion": "1.0.0",
+                "interfaces": [
+                    { "name": "ovl" },
+                    { "name": "vethc1a2b3" },
+                    { "name": "eth0", "mac": "02:42:c6:12:64:05", "sandbox": "/run/netns/c1" },
+                ],
+                "ips": [{ "address": "198.18.100.5/24", "gateway": "198.18.100.1", "interface": 2 }],
+                "routes": [{ "dst": "0.0.0.0/0", "gw": "198.18.100.1" }],
+                "dns": {},
+            })
+        );
+
+        // No gateway: no default route; 0.3.x and 0.4.0 name the IP version.
+        let a = attached("198.18.100.6/24", None);
+        let result = overlay_result("0.4.0", "ovl", "net1", "/proc/42/ns/net", &a).unwrap();
+        assert_eq!(result["cniVersion"], "0.4.0");
+        assert_eq!(result["ips"], json!([{ "address": "198.18.100.6/24", "interface": 2, "version": "4" }]));
+        assert_eq!(result["routes"], json!([]));
+        assert_eq!(result["interfaces"][2]["name"], "net1");
+        assert_eq!(result["interfaces"][2]["sandbox"], "/proc/42/ns/net");
+    }
+
+    #[test]
+    fn overlay_results_refuse_an_answer_that_is_not_an_address() {
+        for ip in ["198.18.100.5", "x/24", "198.18.100.5/33", "198.18.100.5/", "fd00::5/64", ""] {
+            let error = overlay_result("1.0.0", "ovl", "eth0", "/n", &attached(ip, None)).unwrap_err();
+            assert_eq!(error.code, code::IO_FAILURE, "{ip:?}");
+            assert!(error.msg.contains("A.B.C.D/N"), "{ip:?}: {}", error.msg);
+        }
+        let error = overlay_result("1.0.0", "ovl", "eth0", "/n", &attached("198.18.100.5/24", Some("gw")))
+            .unwrap_err();
+        assert_eq!(error.code, code::IO_FAILURE);
+        let mut nameless = attached("198.18.100.5/24", None);
+        nameless.port.clear();
+        assert!(overlay_result("1.0.0", "ovl", "eth0", "/n", &nameless).is_err());
+    }
+
+    #[test]
+    fn ip_entries_name_the_version_only_before_1_0_0() {
+        assert_eq!(
+            ip_config("1.0.0", "198.18.0.2/24", Some("198.18.0.1")),
+            json!({ "address": "198.18.0.2/24", "gateway": "198.18.0.1", "interface": 2 })
+        );
+        assert_eq!(
+            ip_config("0.3.1", "198.18.0.2/24", None),
+            json!({ "address": "198.18.0.2/24", "interface": 2, "version": "4" })
+        );
     }
 }
