@@ -18,6 +18,7 @@ use std::process::{Command, Output};
 
 use serde_json::json;
 use testkit::lab::*;
+use testkit::overlay::cluster;
 
 const CNI_PLUGINS: &str = "/usr/lib/cni";
 
@@ -27,7 +28,16 @@ struct Podman {
 }
 
 impl Podman {
+    /// Podman with the two networks on the lab's br0.
     fn new(lab: &Lab) -> Podman {
+        let podman = Podman::empty();
+        podman.network(lab, "vsnet", None, "198.18.0.2");
+        podman.network(lab, "vsnet20", Some(20), "198.18.0.100");
+        podman
+    }
+
+    /// Podman with no networks yet.
+    fn empty() -> Podman {
         let dir = tempfile::Builder::new().prefix("vswitch-podman-").tempdir().unwrap();
         let d = dir.path();
         for sub in
@@ -52,10 +62,15 @@ impl Podman {
             tmp = d.join("tmp").display(),
         );
         std::fs::write(d.join("containers.conf"), conf).unwrap();
-        let podman = Podman { dir };
-        podman.network(lab, "vsnet", None, "198.18.0.2");
-        podman.network(lab, "vsnet20", Some(20), "198.18.0.100");
-        podman
+        Podman { dir }
+    }
+
+    /// A network on `lab`'s bridge of overlay network `overlay`: no IPAM,
+    /// vswitchd gives the addresses.
+    fn overlay_network(&self, lab: &Lab, name: &str, overlay: &str) {
+        let plugin = json!({ "type": "vswitch-cni", "bridge": overlay, "runDir": lab.sw.run_dir() });
+        let list = json!({ "cniVersion": "1.0.0", "name": name, "plugins": [plugin] });
+        std::fs::write(self.dir.path().join(format!("net.d/{name}.conflist")), list.to_string()).unwrap();
     }
 
     /// A network on the lab's br0 (with VLAN `vlan`), leases from `start`.
@@ -196,6 +211,8 @@ fn podman_containers_on_a_vswitch_network() {
     if !e2e_allowed("podman_containers_on_a_vswitch_network") || !tools_present() {
         return;
     }
+    // Podman's result cache is the machine's: the other podman test must not run meanwhile.
+    let _serial = traffic_lock();
     let state_before = system_state();
     let lab = Lab::new("pod");
     lab.sw.ok(&["add-br", "br0"]);
@@ -224,4 +241,47 @@ fn podman_containers_on_a_vswitch_network() {
     assert!(container_ports(&lab).is_empty(), "ports left behind: {:?}", container_ports(&lab));
     let leftovers: Vec<PathBuf> = system_state().into_iter().filter(|p| !state_before.contains(p)).collect();
     assert!(leftovers.is_empty(), "podman left state behind: {leftovers:?}");
+}
+
+#[test]
+fn podman_on_two_hosts_shares_an_overlay_network() {
+    if !e2e_allowed("podman_on_two_hosts_shares_an_overlay_network") || !tools_present() {
+        return;
+    }
+    let _serial = traffic_lock();
+    let c = cluster("pdo", 2);
+    c.hosts[0].sw.ok(&["add-overlay", "red", "--subnet", "198.18.100.0/24", "--gateway", "198.18.100.1"]);
+    for lab in &c.hosts {
+        wait_for("both hosts make the red bridge", std::time::Duration::from_secs(10), || {
+            lab.sw.ok(&["list-br"]).lines().any(|l| l == "red")
+        });
+    }
+    // One Podman per host, each with the same network name on its own vswitchd.
+    let podmen: Vec<Podman> = c
+        .hosts
+        .iter()
+        .map(|lab| {
+            let podman = Podman::empty();
+            podman.overlay_network(lab, "vsover", "red");
+            podman
+        })
+        .collect();
+    podmen[0].start("left", "vsover");
+    podmen[1].start("right", "vsover");
+    let (left, right) = (podmen[0].ip_of("left", "vsover"), podmen[1].ip_of("right", "vsover"));
+    assert_ne!(left, right, "one network, two addresses");
+    for ip in [&left, &right] {
+        assert!(ip.starts_with("198.18.100."), "an address of the overlay's subnet: {ip}");
+    }
+    wait_for("the left container reaches the right one", std::time::Duration::from_secs(10), || {
+        podmen[0].pings("left", &right)
+    });
+    assert!(podmen[1].pings("right", &left), "the right container reaches the left one");
+    assert!(podmen[1].pings("right", "198.18.100.1"), "and its gateway, answered on its own host");
+
+    podmen[1].ok(&["rm", "-f", "-t", "0", "right"]);
+    wait_for("the right container's address is given back", std::time::Duration::from_secs(10), || {
+        c.etcd.keys(&format!("/vswitch/v1/addresses/red/{right}")).is_empty()
+    });
+    assert!(!podmen[0].pings("left", &right), "nothing answers for a removed container");
 }

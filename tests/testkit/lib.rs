@@ -14,6 +14,7 @@ use proto::pcap::{read_ethernet_file, PcapWriter};
 
 pub mod etcd;
 pub mod lab;
+pub mod overlay;
 
 pub type Mac = [u8; 6];
 
