@@ -33,27 +33,19 @@ fn attach(lab: &mut Lab, network: &str, name: &str, extra: &[&str]) -> Result<(u
     Ok((lab.containers.len() - 1, ip))
 }
 
-fn overlay_peers(lab: &Lab, network: &str) -> Vec<String> {
+/// `list-overlays`' record of `network` on this host.
+fn overlay(lab: &Lab, network: &str) -> serde_json::Value {
     let list = lab.sw.json(&["list-overlays"]);
-    let list = if list.is_array() { list } else { serde_json::json!([list]) };
-    list.as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["name"] == network)
-        .flat_map(|o| o["peers"].as_array().cloned().unwrap_or_default())
-        .map(|p| p["host"].as_str().unwrap_or_default().to_owned())
-        .collect()
+    list.as_array().into_iter().flatten().find(|o| o["name"] == network).cloned().unwrap_or_default()
+}
+
+fn overlay_peers(lab: &Lab, network: &str) -> Vec<String> {
+    let peers = overlay(lab, network)["peers"].as_array().cloned().unwrap_or_default();
+    peers.iter().map(|p| p["host"].as_str().unwrap_or_default().to_owned()).collect()
 }
 
 fn store_status(lab: &Lab, network: &str) -> String {
-    let list = lab.sw.json(&["list-overlays"]);
-    let list = if list.is_array() { list } else { serde_json::json!([list]) };
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["name"] == network)
-        .map(|o| o["store"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_default()
+    overlay(lab, network)["store"].as_str().unwrap_or_default().to_owned()
 }
 
 /// Seconds until `ok` holds, polling every 50 ms; fails after `limit`.
@@ -126,6 +118,17 @@ fn overlay_across_three_hosts_with_faults() {
     run(c0.command("ip").args(["neigh", "flush", "dev", "eth0"]));
     assert!(c0.pings(&red[1].1, 1));
     assert_eq!(sent_to_host2(), before, "ARP for a known remote endpoint is answered on host 0, not flooded");
+    // ... by its ARP responder flow, which dump-flows shows with its hits.
+    let flows = c.hosts[0].sw.ok(&["dump-flows", "red", "cookie=0x56534f564c000000/0xffffffffff000000"]);
+    let responder = flows.lines().find(|l| l.contains(&format!("arp_tpa={} ", red[1].1)));
+    let responder =
+        responder.unwrap_or_else(|| panic!("an ARP responder flow for host 1's container:\n{flows}"));
+    assert!(!responder.contains("n_packets=0,"), "it answered: {responder}");
+    assert_eq!(
+        flows.lines().filter(|l| l.contains("arp_tpa=")).count(),
+        2,
+        "one per remote container:\n{flows}"
+    );
 
     // 5 s of TCP across hosts.
     let server = c.hosts[1].c(red[1].0).spawn("iperf3", &["-s", "-1"]);
@@ -315,11 +318,7 @@ fn testkit_mac(ip: &str) -> String {
 }
 
 fn vni_of(lab: &Lab, network: &str) -> u64 {
-    let list = lab.sw.json(&["list-overlays"]);
-    let list = if list.is_array() { list } else { serde_json::json!([list]) };
-    list.as_array().unwrap().iter().find(|o| o["name"] == network).expect("the network is listed")["vni"]
-        .as_u64()
-        .unwrap()
+    overlay(lab, network)["vni"].as_u64().expect("the network is listed")
 }
 
 /// The tunnel port to `vtep` on the network with `vni`, as vswitchd names it.

@@ -79,8 +79,8 @@ impl EtcdCluster {
         self.start_member(i, false);
     }
 
-    /// Whether `etcdctl endpoint health` passes for the running members.
-    pub fn healthy(&self) -> bool {
+    /// `--endpoints=...` for etcdctl: the members running now.
+    fn running_endpoints(&self) -> String {
         let running: Vec<String> = self
             .addresses
             .iter()
@@ -88,9 +88,14 @@ impl EtcdCluster {
             .filter(|(_, m)| m.is_some())
             .map(|(a, _)| format!("http://{a}:2379"))
             .collect();
+        format!("--endpoints={}", running.join(","))
+    }
+
+    /// Whether `etcdctl endpoint health` passes for the running members.
+    pub fn healthy(&self) -> bool {
         Command::new("ip")
             .args(["netns", "exec", &self.netns, "etcdctl", "--dial-timeout=1s", "--command-timeout=2s"])
-            .arg(format!("--endpoints={}", running.join(",")))
+            .arg(self.running_endpoints())
             .args(["endpoint", "health"])
             .env("ETCDCTL_API", "3")
             .stdout(Stdio::null())
@@ -120,16 +125,9 @@ impl EtcdCluster {
 
     /// `etcdctl get --prefix KEY --keys-only`: the keys under a prefix.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let running: Vec<String> = self
-            .addresses
-            .iter()
-            .zip(&self.members)
-            .filter(|(_, m)| m.is_some())
-            .map(|(a, _)| format!("http://{a}:2379"))
-            .collect();
         let out = Command::new("ip")
             .args(["netns", "exec", &self.netns, "etcdctl"])
-            .arg(format!("--endpoints={}", running.join(",")))
+            .arg(self.running_endpoints())
             .args(["get", "--prefix", "--keys-only", prefix])
             .env("ETCDCTL_API", "3")
             .stdin(Stdio::null())

@@ -117,7 +117,7 @@ pub struct OverlayBinding {
     #[serde(default)]
     pub gateway: Option<std::net::Ipv4Addr>,
     pub mtu: u32,
-    /// Containers on other hosts: a static MAC entry and an ARP answer each.
+    /// Containers on other hosts: a static MAC entry and an ARP responder flow each.
     #[serde(default)]
     pub remote: Vec<RemoteEndpoint>,
 }

@@ -280,39 +280,54 @@ impl Control {
         }
     }
 
-    /// The overlay part of `show` and `list-overlays`.
+    /// The overlay part of `show` and `list-overlays`: every network the
+    /// store has or this host still runs (the store may be out of reach),
+    /// with the peers installed here.
     fn overlay_views(&self, config: &Config) -> Vec<proto::OverlayView> {
         let Some(cluster) = self.cluster() else { return Vec::new() };
         let (view, status, local) = (cluster.view(), cluster.status(), cluster.local());
-        view.networks
-            .iter()
-            .map(|(name, network)| {
+        let local_endpoints = overlay::local_endpoints(config, local);
+        let mut names: std::collections::BTreeSet<&String> = view.networks.keys().collect();
+        names.extend(config.bridges.iter().filter(|(_, b)| b.overlay.is_some()).map(|(n, _)| n));
+        names
+            .into_iter()
+            .filter_map(|name| {
                 let bridge = config.bridges.get(name).filter(|b| b.overlay.is_some());
-                let peers = view
-                    .peers(name, local)
-                    .into_iter()
-                    .map(|(host, endpoints)| proto::OverlayPeer {
-                        host: host.to_string(),
-                        port: overlay::tunnel_port_name(network.vni, host),
-                        endpoints: endpoints.iter().map(|e| format!("{} {}", e.ip, e.mac)).collect(),
-                    })
-                    .collect();
-                let local_endpoints = overlay::local_endpoints(config, local)
-                    .into_iter()
-                    .filter(|(n, _)| n == name)
-                    .map(|(_, e)| format!("{} {}", e.ip, e.mac))
-                    .collect();
-                proto::OverlayView {
+                let binding = bridge.and_then(|b| b.overlay.as_ref());
+                let (subnet, vni, gateway, mtu) = match (view.networks.get(name), binding) {
+                    (Some(n), _) => (n.subnet.to_string(), n.vni, n.gateway, n.mtu),
+                    (None, Some(b)) => (b.subnet.clone(), b.vni, b.gateway, b.mtu),
+                    (None, None) => return None,
+                };
+                let mut peers: std::collections::BTreeMap<&str, proto::OverlayPeer> = Default::default();
+                for remote in binding.iter().flat_map(|b| &b.remote) {
+                    let host = bridge
+                        .and_then(|b| b.ports.get(&remote.port))
+                        .and_then(|p| p.external_ids.get(overlay::OVERLAY_PEER))
+                        .cloned()
+                        .unwrap_or_default();
+                    let peer = peers.entry(remote.port.as_str()).or_insert_with(|| proto::OverlayPeer {
+                        host,
+                        port: remote.port.clone(),
+                        endpoints: Vec::new(),
+                    });
+                    peer.endpoints.push(format!("{} {}", remote.ip, remote.mac));
+                }
+                Some(proto::OverlayView {
                     name: name.clone(),
-                    subnet: network.subnet.to_string(),
-                    vni: network.vni,
-                    gateway: network.gateway.map(|g| g.to_string()),
-                    mtu: network.mtu,
+                    subnet,
+                    vni,
+                    gateway: gateway.map(|g| g.to_string()),
+                    mtu,
                     local_bridge: bridge.is_some(),
                     store: status.clone(),
-                    local_endpoints,
-                    peers,
-                }
+                    local_endpoints: local_endpoints
+                        .iter()
+                        .filter(|(n, _)| n == name)
+                        .map(|(_, e)| format!("{} {}", e.ip, e.mac))
+                        .collect(),
+                    peers: peers.into_values().collect(),
+                })
             })
             .collect()
     }

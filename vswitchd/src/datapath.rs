@@ -46,6 +46,7 @@ use crate::core::packet::{format_mac, Malformation};
 use crate::core::tunnel::{decap_gre_packet, decap_vxlan, Decapsulated, Endpoint, TunnelKind, TunnelMap};
 use crate::core::{DropReason, Timestamp};
 use crate::nat;
+use crate::overlay;
 use crate::ports::tunnel::{TunnelRx, TunnelSocket};
 use crate::ports::{PacketBatch, PortDevice, TxQueues, BATCH_SIZE};
 
@@ -235,11 +236,19 @@ impl Datapath {
                 runtime.core.set_tunnel(pconfig.ofport, is_tunnel);
             }
             let remote = bconfig.overlay.iter().flat_map(|o| &o.remote).filter_map(|r| {
-                let mac = crate::core::packet::parse_mac(&r.mac)?;
-                Some((u32::from(r.ip), mac, bconfig.ports.get(&r.port)?.ofport))
+                Some((crate::core::packet::parse_mac(&r.mac)?, bconfig.ports.get(&r.port)?.ofport))
             });
             runtime.core.set_remote_endpoints(remote);
-            install_nat_flows(&mut runtime.core, bconfig, now);
+            let nat = bconfig.nat_flows();
+            install_compiled_flows(&mut runtime.core, bconfig, (nat::COOKIE, nat::COOKIE_MASK), &nat, now);
+            let arp = bconfig.overlay.as_ref().map(overlay::arp_responder_flows).unwrap_or_default();
+            install_compiled_flows(
+                &mut runtime.core,
+                bconfig,
+                (overlay::COOKIE, overlay::COOKIE_MASK),
+                &arp,
+                now,
+            );
         }
         self.map_tunnels();
         self.drain_all();
@@ -869,26 +878,29 @@ impl Drop for DatapathHandle {
     }
 }
 
-/// Makes the bridge's NAT flows (cookie [`nat::COOKIE`]) the ones its
-/// settings compile into, touching nothing when they already are, so their
-/// counters survive unrelated changes.
-fn install_nat_flows(core: &mut Bridge, config: &crate::config::BridgeConfig, now: Timestamp) {
+/// Makes the bridge's flows under `cookie` (NAT's, an overlay's) the ones
+/// its settings compile into, `flows`, touching nothing when they already
+/// are, so their counters survive unrelated changes.
+fn install_compiled_flows(
+    core: &mut Bridge,
+    config: &crate::config::BridgeConfig,
+    (cookie, cookie_mask): (u64, u64),
+    flows: &[String],
+    now: Timestamp,
+) {
     let ports = |name: &str| config.ports.get(name).map(|p| p.ofport);
     let mut wanted = Vec::new();
-    for (i, text) in config.nat_flows().iter().enumerate() {
+    for (i, text) in flows.iter().enumerate() {
         match crate::core::ofctl::parse_flow(text, &ports) {
             Ok(mut spec) => {
-                spec.cookie = nat::COOKIE | i as u64;
+                spec.cookie = cookie | i as u64;
                 wanted.push(spec);
             }
-            Err(e) => tracing::error!(flow = %text, error = %e, "a compiled NAT flow does not parse"),
+            Err(e) => tracing::error!(flow = %text, error = %e, "a compiled flow does not parse"),
         }
     }
-    let filter = crate::core::ofctl::parse_match(
-        &format!("cookie={:#x}/{:#x}", nat::COOKIE, nat::COOKIE_MASK),
-        &ports,
-    )
-    .expect("a cookie match parses");
+    let filter = crate::core::ofctl::parse_match(&format!("cookie={cookie:#x}/{cookie_mask:#x}"), &ports)
+        .expect("a cookie match parses");
     let installed: Vec<(u64, String)> = core
         .select(Some(&filter), false)
         .into_iter()

@@ -208,13 +208,11 @@ pub struct Bridge {
 
 /// An overlay's endpoints on other hosts, which the cluster store
 /// announced: their MACs (in VLAN 0) point at their host's tunnel port and
-/// neither age nor move, and the switch answers ARP for their addresses
-/// (ARP suppression). Empty on every other bridge, where it costs one
-/// branch per frame.
+/// neither age nor move. (ARP for their addresses is answered by flows.)
+/// Empty on every other bridge, where it costs one branch per frame.
 #[derive(Debug, Default)]
 struct RemoteEndpoints {
     macs: HashMap<Mac, u16, foldhash::fast::RandomState>,
-    arp: HashMap<u32, Mac, foldhash::fast::RandomState>,
 }
 
 impl Default for Bridge {
@@ -563,15 +561,11 @@ impl Bridge {
         }
     }
 
-    /// Makes `endpoints` (IP, MAC, tunnel port) the overlay's remote
-    /// endpoints: static MAC entries and ARP answers.
-    pub fn set_remote_endpoints(&mut self, endpoints: impl IntoIterator<Item = (u32, Mac, u16)>) {
+    /// Makes `endpoints` (MAC, tunnel port) the overlay's remote
+    /// endpoints: static MAC entries.
+    pub fn set_remote_endpoints(&mut self, endpoints: impl IntoIterator<Item = (Mac, u16)>) {
         self.remote.macs.clear();
-        self.remote.arp.clear();
-        for (ip, mac, port) in endpoints {
-            self.remote.macs.insert(mac, port);
-            self.remote.arp.insert(ip, mac);
-        }
+        self.remote.macs.extend(endpoints);
     }
 
     /// The static MAC entries, as (MAC, port).
@@ -733,11 +727,6 @@ impl Bridge {
                 if let Some(sent) = self.for_router(now, &interface, in_port, packet.data, &l2, tx) {
                     return Ok(sent);
                 }
-            }
-        }
-        if !self.remote.arp.is_empty() && l2.ether_type == 0x0806 {
-            if let Some(sent) = self.answer_for_remote(now, in_port, packet.data, &l2, tx) {
-                return Ok(sent);
             }
         }
         let bytes = packet.data.len() as u64;
@@ -936,32 +925,6 @@ impl Bridge {
         self.scratch = reply;
         // ARP to the router ends here whether or not it needed an answer.
         (answered || l2.ether_type == 0x0806).then_some(sent)
-    }
-
-    /// An ARP request for a remote endpoint's address, answered here
-    /// instead of flooded to every host of the overlay. `Some`: answered.
-    #[inline(never)]
-    fn answer_for_remote(
-        &mut self,
-        now: Timestamp,
-        in_port: u16,
-        frame: &[u8],
-        l2: &L2Header,
-        tx: &mut impl Transmit,
-    ) -> Option<u16> {
-        let target = Field::NwDst.get(&self.key.words) as u32;
-        let mac = *self.remote.arp.get(&target)?;
-        let mut reply = std::mem::take(&mut self.scratch);
-        let answered = super::gateway::answer_arp_request(frame, l2.payload_offset, target, &mac, &mut reply);
-        let sent = answered.then(|| {
-            let input = self.ports[usize::from(in_port)].as_ref().expect("checked by receive");
-            if let Some(vlan) = input.vlan.ingress(l2.outer_vlan().map(|t| t.vid())) {
-                self.mac.learn(vlan, &l2.src, in_port, now);
-            }
-            u16::from(self.raw_output(in_port, &Packet::from(&reply[..]), tx))
-        });
-        self.scratch = reply;
-        sent
     }
 
     /// Sends a routed frame: out of an uplink port, or into the bridge's
@@ -1243,12 +1206,12 @@ mod tests {
     }
 
     #[test]
-    fn remote_endpoints_are_static_macs_and_answered_arp() {
+    fn remote_endpoints_are_static_macs() {
         // Ports 2 and 3 are tunnels to two other hosts, split horizon between them.
         let mut br = bridge_with(&[PortVlan::default(), PortVlan::default(), PortVlan::default()]);
         br.set_isolated(2, true);
         br.set_isolated(3, true);
-        br.set_remote_endpoints([(u32::from_be_bytes([198, 18, 100, 3]), B, 2)]);
+        br.set_remote_endpoints([(B, 2)]);
         // Unicast to the remote MAC goes straight to its host, never flooded.
         assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(B, A))), vec![2]);
         // The MAC does not move when a frame claims it elsewhere.
@@ -1256,25 +1219,6 @@ mod tests {
         assert_eq!(ports_of(&send(&mut br, 0, 1, &frame(B, A))), vec![2]);
         // A broadcast from one tunnel never goes out of the other.
         assert_eq!(ports_of(&send(&mut br, 0, 2, &frame(BROADCAST, C))), vec![1]);
-
-        let mut request = BROADCAST.to_vec();
-        request.extend_from_slice(&A);
-        request.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-        request.extend_from_slice(&A);
-        request.extend_from_slice(&[198, 18, 100, 2]);
-        request.extend_from_slice(&[0; 6]);
-        request.extend_from_slice(&[198, 18, 100, 3]);
-        request.resize(60, 0);
-        let out = send(&mut br, 0, 1, &request);
-        assert_eq!(ports_of(&out), vec![1], "answered back to the asker, not flooded");
-        let reply = &out[0].1;
-        assert_eq!((&reply[0..6], &reply[6..12]), (&A[..], &B[..]));
-        assert_eq!(&reply[20..22], &[0, 2], "an ARP reply");
-        assert_eq!((&reply[22..28], &reply[28..32]), (&B[..], &[198, 18, 100, 3][..]));
-
-        // An address nobody announced is flooded as usual.
-        request[38..42].copy_from_slice(&[198, 18, 100, 9]);
-        assert_eq!(ports_of(&send(&mut br, 0, 1, &request)), vec![2, 3]);
         br.set_remote_endpoints([]);
         assert_eq!(br.static_macs().count(), 0);
     }

@@ -66,7 +66,22 @@ impl Gateway {
     }
 
     fn answer_arp(&self, frame: &[u8], at: usize, out: &mut Vec<u8>) -> bool {
-        answer_arp_request(frame, at, self.ip, &self.mac, out)
+        let Some(arp) = frame.get(at..at + 28) else { return false };
+        let is_request = arp[0..8] == [0, 1, 0x08, 0x00, 6, 4, 0, ARP_REQUEST as u8];
+        if !is_request || arp[24..28] != self.ip.to_be_bytes() {
+            return false;
+        }
+        out.clear();
+        out.extend_from_slice(frame);
+        let (sender_mac, sender_ip) = (&frame[at + 8..at + 14], &frame[at + 14..at + 18]);
+        out.copy_within(6..12, 0);
+        out[6..12].copy_from_slice(&self.mac);
+        out[at + 6..at + 8].copy_from_slice(&ARP_REPLY.to_be_bytes());
+        out[at + 8..at + 14].copy_from_slice(&self.mac);
+        out[at + 14..at + 18].copy_from_slice(&self.ip.to_be_bytes());
+        out[at + 18..at + 24].copy_from_slice(sender_mac);
+        out[at + 24..at + 28].copy_from_slice(sender_ip);
+        true
     }
 
     fn answer_echo(&self, frame: &[u8], l2: &L2Header, l3: usize, out: &mut Vec<u8>) -> bool {
@@ -107,28 +122,6 @@ impl Gateway {
         out[icmp_at + 2..icmp_at + 4].copy_from_slice(&icmp_sum.to_be_bytes());
         true
     }
-}
-
-/// If `frame` (its ARP body at `at`) asks who has `ip`, writes the reply
-/// `ip` is at `mac` into `out` and says so. The reply keeps the request's
-/// VLAN tags and goes back to the asker.
-pub fn answer_arp_request(frame: &[u8], at: usize, ip: u32, mac: &Mac, out: &mut Vec<u8>) -> bool {
-    let Some(arp) = frame.get(at..at + 28) else { return false };
-    let is_request = arp[0..8] == [0, 1, 0x08, 0x00, 6, 4, 0, ARP_REQUEST as u8];
-    if !is_request || arp[24..28] != ip.to_be_bytes() {
-        return false;
-    }
-    out.clear();
-    out.extend_from_slice(frame);
-    let (sender_mac, sender_ip) = (&frame[at + 8..at + 14], &frame[at + 14..at + 18]);
-    out.copy_within(6..12, 0);
-    out[6..12].copy_from_slice(mac);
-    out[at + 6..at + 8].copy_from_slice(&ARP_REPLY.to_be_bytes());
-    out[at + 8..at + 14].copy_from_slice(mac);
-    out[at + 14..at + 18].copy_from_slice(&ip.to_be_bytes());
-    out[at + 18..at + 24].copy_from_slice(sender_mac);
-    out[at + 24..at + 28].copy_from_slice(sender_ip);
-    true
 }
 
 #[cfg(test)]

@@ -493,7 +493,7 @@ fn field_by_name(name: &str) -> Option<Field> {
         "vlan_tci" | "NXM_OF_VLAN_TCI" => Field::VlanTci,
         "ip_src" | "nw_src" | "NXM_OF_IP_SRC" | "arp_spa" | "NXM_OF_ARP_SPA" => Field::NwSrc,
         "ip_dst" | "nw_dst" | "NXM_OF_IP_DST" | "arp_tpa" | "NXM_OF_ARP_TPA" => Field::NwDst,
-        "ip_proto" | "nw_proto" | "NXM_OF_IP_PROTO" => Field::NwProto,
+        "ip_proto" | "nw_proto" | "NXM_OF_IP_PROTO" | "arp_op" | "NXM_OF_ARP_OP" => Field::NwProto,
         "nw_tos" | "NXM_OF_IP_TOS" => Field::NwTos,
         "nw_ttl" | "NXM_NX_IP_TTL" => Field::NwTtl,
         "tcp_src" | "udp_src" | "tp_src" | "NXM_OF_TCP_SRC" | "NXM_OF_UDP_SRC" => Field::TpSrc,
@@ -509,7 +509,8 @@ fn field_by_name(name: &str) -> Option<Field> {
 }
 
 /// Fields the switch can write: those it can rewrite in a frame, and the
-/// pipeline's own state.
+/// pipeline's own state. `nw_proto` is writable as ARP's opcode only (an
+/// IP packet's protocol is never rewritten: the write is skipped).
 fn writable(field: Field) -> bool {
     matches!(
         field,
@@ -518,6 +519,9 @@ fn writable(field: Field) -> bool {
             | Field::VlanTci
             | Field::NwSrc
             | Field::NwDst
+            | Field::NwProto
+            | Field::ArpSha
+            | Field::ArpTha
             | Field::TpSrc
             | Field::TpDst
             | Field::TunId

@@ -136,6 +136,11 @@ pub fn set_field(
     value: u64,
 ) -> Result<(), RewriteError> {
     let l2 = L2Header::parse(frame).map_err(|_| RewriteError::NotApplicable)?;
+    let arp_field =
+        matches!(field, Field::NwProto | Field::NwSrc | Field::NwDst | Field::ArpSha | Field::ArpTha);
+    if l2.ether_type == 0x0806 && arp_field {
+        return set_arp_field(frame, &l2, field, value);
+    }
     match field {
         Field::DlDst => frame[0..6].copy_from_slice(&value.to_be_bytes()[2..8]),
         Field::DlSrc => frame[6..12].copy_from_slice(&value.to_be_bytes()[2..8]),
@@ -178,6 +183,28 @@ pub fn set_field(
         Field::Metadata => {}
         _ => return Err(RewriteError::Unsupported),
     }
+    Ok(())
+}
+
+/// An ARP frame's fields, as the flow key names them: `nw_proto` is the
+/// opcode, `nw_src`/`nw_dst` the sender's and target's protocol addresses
+/// (`arp_spa`, `arp_tpa`), `arp_sha`/`arp_tha` their hardware addresses.
+/// What an ARP responder flow rewrites; only Ethernet/IPv4 ARP is.
+fn set_arp_field(frame: &mut [u8], l2: &L2Header, field: Field, value: u64) -> Result<(), RewriteError> {
+    let at = l2.payload_offset;
+    let arp = frame.get_mut(at..at + 28).ok_or(RewriteError::NotApplicable)?;
+    if arp[0..6] != [0, 1, 0x08, 0x00, 6, 4] {
+        return Err(RewriteError::NotApplicable);
+    }
+    let (offset, bytes) = match field {
+        Field::NwProto => (6, &value.to_be_bytes()[6..8]),
+        Field::ArpSha => (8, &value.to_be_bytes()[2..8]),
+        Field::NwSrc => (14, &value.to_be_bytes()[4..8]),
+        Field::ArpTha => (18, &value.to_be_bytes()[2..8]),
+        Field::NwDst => (24, &value.to_be_bytes()[4..8]),
+        _ => return Err(RewriteError::NotApplicable),
+    };
+    arp[offset..offset + bytes.len()].copy_from_slice(bytes);
     Ok(())
 }
 
@@ -327,6 +354,27 @@ mod tests {
         set_field(&mut f, &mut o, Field::VlanTci, 0).unwrap();
         assert_eq!(&f[12..14], &[0x08, 0x00]);
         assert_eq!(o.csum_start, 34);
+    }
+
+    #[test]
+    fn arp_fields_are_rewritten_in_place() {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 0xa, 0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 0xa, 198, 18, 0, 2, 0, 0, 0, 0, 0, 0, 198, 18, 0, 3]);
+        let mut o = Offload::NONE;
+        set_field(&mut f, &mut o, Field::NwProto, 2).unwrap();
+        set_field(&mut f, &mut o, Field::ArpSha, 0x0242_c612_0003).unwrap();
+        set_field(&mut f, &mut o, Field::NwSrc, 0xc612_0003).unwrap();
+        set_field(&mut f, &mut o, Field::ArpTha, 0x0200_0000_000a).unwrap();
+        set_field(&mut f, &mut o, Field::NwDst, 0xc612_0002).unwrap();
+        assert_eq!(&f[20..22], &[0, 2]);
+        assert_eq!(&f[22..32], &[2, 0x42, 198, 18, 0, 3, 198, 18, 0, 3]);
+        assert_eq!(&f[32..42], &[2, 0, 0, 0, 0, 0xa, 198, 18, 0, 2]);
+        // Not Ethernet/IPv4 ARP, or cut short: skipped, never a panic.
+        f[14] = 9;
+        assert_eq!(set_field(&mut f, &mut o, Field::NwSrc, 1), Err(RewriteError::NotApplicable));
+        f.truncate(30);
+        assert_eq!(set_field(&mut f, &mut o, Field::NwDst, 1), Err(RewriteError::NotApplicable));
     }
 
     #[test]

@@ -16,8 +16,9 @@
 //!   each host once;
 //! - a static MAC entry for every remote endpoint, pointing at its host's
 //!   tunnel port: unicast to a known container is never flooded;
-//! - an ARP answer in the switch for every remote endpoint's IP (ARP
-//!   suppression): resolving a remote container costs no broadcast;
+//! - an ARP responder flow for every remote endpoint's IP (ARP
+//!   suppression, as OVN does it): resolving a remote container costs no
+//!   broadcast, and `dump-flows` shows each one under [`COOKIE`];
 //! - broadcast and unknown unicast go only to the hosts of that network,
 //!   since only they have tunnel ports on its bridge.
 //!
@@ -61,6 +62,11 @@ pub const FIRST_AUTO_VNI: u32 = 4096;
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 pub const DEFAULT_MTU: u32 = 1450;
 pub const DEFAULT_TTL_SECS: u64 = 10;
+/// Cookies of the flows an overlay compiles ("VSOVL"), under [`COOKIE_MASK`].
+pub const COOKIE: u64 = 0x5653_4f56_4c00_0000;
+pub const COOKIE_MASK: u64 = 0xffff_ffff_ff00_0000;
+/// The ARP responder flows' priority in table 0: above NAT's 1000-1100.
+pub const ARP_RESPONDER_PRIORITY: u16 = 1500;
 
 pub fn network_key(name: &str) -> String {
     format!("{PREFIX}networks/{name}")
@@ -306,12 +312,35 @@ pub fn container_mac(ip: Ipv4Addr) -> String {
     format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
+/// The ARP responder flows for an overlay's remote endpoints: a request
+/// for one of their addresses is turned into the reply, in the switch,
+/// and sent back out of the port it came in on.
+pub fn arp_responder_flows(binding: &OverlayBinding) -> Vec<String> {
+    binding
+        .remote
+        .iter()
+        .filter_map(|r| {
+            let mac = crate::core::packet::parse_mac(&r.mac)?;
+            let mac_value = mac.iter().fold(0u64, |v, b| v << 8 | u64::from(*b));
+            Some(format!(
+                "table=0,priority={ARP_RESPONDER_PRIORITY},arp,arp_op=1,arp_tpa={ip},actions=\
+                 move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],mod_dl_src:{mac},load:0x2->NXM_OF_ARP_OP[],\
+                 move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],load:{mac_value:#x}->NXM_NX_ARP_SHA[],\
+                 move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],load:{ip_value:#x}->NXM_OF_ARP_SPA[],IN_PORT",
+                ip = r.ip,
+                mac = r.mac,
+                ip_value = u32::from(r.ip),
+            ))
+        })
+        .collect()
+}
+
 /// Something [`reconcile`] could not do, reported rather than forced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict(pub String);
 
 /// The configuration this host should run for `view`: `config` with every
-/// overlay bridge, tunnel port, static MAC and ARP answer made to match.
+/// overlay bridge, tunnel port, static MAC and ARP flow made to match.
 /// Everything else in `config` is kept as it is.
 pub fn reconcile(config: &Config, view: &ClusterView, local: Ipv4Addr) -> (Config, Vec<Conflict>) {
     let mut next = config.clone();
@@ -579,6 +608,60 @@ mod tests {
         assert_eq!(config.bridges["red"].ports[&tunnel_port_name(100, B)].interface.options["key"], "100");
         assert_eq!(config.bridges["blue"].ports[&tunnel_port_name(200, B)].interface.options["key"], "200");
     }
+
+    #[test]
+    fn arp_responder_flows_turn_a_request_into_the_reply() {
+        use crate::core::bridge::Bridge;
+        use crate::core::Timestamp;
+        let binding = OverlayBinding {
+            subnet: SUBNET_FOR_TESTS.into(),
+            vni: 42,
+            gateway: None,
+            mtu: DEFAULT_MTU,
+            remote: vec![RemoteEndpoint {
+                ip: Ipv4Addr::new(198, 18, 100, 3),
+                mac: container_mac(Ipv4Addr::new(198, 18, 100, 3)),
+                port: "vx2a.c6130002".into(),
+            }],
+        };
+        let flows = arp_responder_flows(&binding);
+        assert_eq!(flows.len(), 1);
+        let mut bridge = Bridge::default();
+        for port in 1..=3 {
+            bridge.set_port(port, &format!("p{port}"), crate::core::vlan::PortVlan::default());
+        }
+        let now = Timestamp::from_millis(0);
+        let mut spec = crate::core::ofctl::parse_flow(&flows[0], &|_: &str| None).expect("the flow parses");
+        spec.cookie = COOKIE;
+        bridge.add_flow(spec, now);
+
+        let asker = [2, 0, 0, 0, 0, 0xa];
+        let mut request = vec![0xff; 6];
+        request.extend_from_slice(&asker);
+        request.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+        request.extend_from_slice(&asker);
+        request.extend_from_slice(&[198, 18, 100, 2, 0, 0, 0, 0, 0, 0, 198, 18, 100, 3]);
+        request.resize(60, 0);
+        let mut out: Vec<(u16, Vec<u8>)> = Vec::new();
+        bridge.receive_batch(now, 1, [&request[..]], &mut out);
+        assert_eq!(out.len(), 1, "answered, not flooded");
+        let (port, reply) = &out[0];
+        assert_eq!(*port, 1, "back out of the asking port");
+        let remote = [2, 0x42, 198, 18, 100, 3];
+        assert_eq!((&reply[0..6], &reply[6..12]), (&asker[..], &remote[..]));
+        assert_eq!(&reply[20..22], &[0, 2]);
+        assert_eq!(&reply[22..32], &[2, 0x42, 198, 18, 100, 3, 198, 18, 100, 3]);
+        assert_eq!(&reply[32..42], &[2, 0, 0, 0, 0, 0xa, 198, 18, 100, 2]);
+
+        // Another address is not answered: the request floods as usual.
+        let mut other = request.clone();
+        other[38..42].copy_from_slice(&[198, 18, 100, 9]);
+        out.clear();
+        bridge.receive_batch(now, 1, [&other[..]], &mut out);
+        assert_eq!(out.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [2, 3]);
+    }
+
+    const SUBNET_FOR_TESTS: &str = "198.18.100.0/24";
 
     #[test]
     fn tunnel_port_names_fit_an_interface_name() {
