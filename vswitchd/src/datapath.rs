@@ -38,12 +38,16 @@ use proto::{
 use tokio::sync::oneshot;
 
 use crate::config::{Config, FlowOp, InterfaceConfig};
-use crate::core::bridge::Bridge;
+use crate::core::bridge::{Bridge, Packet};
 use crate::core::classifier::{format_masked, Words};
 use crate::core::conntrack::{Tuple, PROTO_TCP, PROTO_UDP};
+use crate::core::gro::{self, Gro, Verdict};
 use crate::core::ofctl::FlowSpec;
+use crate::core::offload::Offload;
 use crate::core::packet::{format_mac, Malformation};
-use crate::core::tunnel::{decap_gre_packet, decap_vxlan, Decapsulated, Endpoint, TunnelKind, TunnelMap};
+use crate::core::tunnel::{
+    decap_gre_packet, decap_vxlan, Decapsulated, Endpoint, TunnelKind, TunnelMap, TunnelMeta,
+};
 use crate::core::{DropReason, Timestamp};
 use crate::nat;
 use crate::overlay;
@@ -161,6 +165,48 @@ enum Source {
     Tunnel(Endpoint),
 }
 
+/// Where frames taken out of tunnels go: their bridge, switched there,
+/// each bridge's queues sent before another bridge's frames are queued.
+struct TunnelSink<'a> {
+    bridges: &'a mut BTreeMap<String, BridgeRuntime>,
+    tx: &'a mut TxQueues,
+    current: Option<String>,
+    now: Timestamp,
+}
+
+impl TunnelSink<'_> {
+    fn deliver(&mut self, bridge: &str, ofport: u16, meta: &TunnelMeta, packet: Packet) {
+        if self.current.as_deref() != Some(bridge) {
+            if let Some(previous) = self.current.take().and_then(|c| self.bridges.get_mut(&c)) {
+                Datapath::transmit_queued(previous, self.tx, &[]);
+            }
+            self.current = Some(bridge.to_owned());
+            if let Some(runtime) = self.bridges.get_mut(bridge) {
+                runtime.core.tick(self.now);
+            }
+        }
+        if let Some(runtime) = self.bridges.get_mut(bridge) {
+            runtime.core.receive_tunneled(self.now, ofport, packet, meta, self.tx);
+        }
+    }
+
+    /// Delivers the frames GRO finished, each on the port it came in by.
+    fn deliver_ready(&mut self, gro: &mut Gro, origins: &[(String, u16, TunnelMeta)]) {
+        while let Some(ready) = gro.take_ready() {
+            if let Some((bridge, ofport, meta)) = origins.get(ready.tag as usize) {
+                self.deliver(bridge, *ofport, meta, Packet { data: &ready.frame, offload: ready.offload });
+            }
+            gro.recycle(ready.frame);
+        }
+    }
+
+    fn finish(self) {
+        if let Some(runtime) = self.current.and_then(|c| self.bridges.get_mut(&c)) {
+            Datapath::transmit_queued(runtime, self.tx, &[]);
+        }
+    }
+}
+
 pub struct Datapath {
     bridges: BTreeMap<String, BridgeRuntime>,
     origin: Instant,
@@ -170,6 +216,10 @@ pub struct Datapath {
     tunnels: BTreeMap<Endpoint, TunnelEndpoint>,
     /// Allocated with the first tunnel port.
     tunnel_rx: Option<Box<TunnelRx>>,
+    /// Merges TCP segments out of tunnels; `gro_origins` are the ports
+    /// (bridge, port, tunnel metadata) its tags stand for in one batch.
+    gro: Gro,
+    gro_origins: Vec<(String, u16, TunnelMeta)>,
 }
 
 impl Default for Datapath {
@@ -182,6 +232,8 @@ impl Default for Datapath {
             rx: PacketBatch::default(),
             tunnels: BTreeMap::new(),
             tunnel_rx: None,
+            gro: Gro::default(),
+            gro_origins: Vec::new(),
         }
     }
 }
@@ -273,49 +325,61 @@ impl Datapath {
     }
 
     /// Takes one batch from a tunnel socket and switches each packet on
-    /// the port it is for; returns how many packets it took.
+    /// the port it is for; returns how many messages it took. Datagrams the
+    /// kernel coalesced (UDP_GRO) are cut apart; consecutive TCP segments
+    /// of one flow are merged again ([`Gro`]) into frames with an offload
+    /// header, as local ports receive them.
     fn receive_from_tunnel(&mut self, endpoint: &Endpoint) -> usize {
         let now = self.now();
         let (Some(ep), Some(rx)) = (self.tunnels.get(endpoint), self.tunnel_rx.as_mut()) else { return 0 };
         let n = ep.socket.recv_batch(rx);
         // Frames are queued per bridge; a bridge's queue is sent before
         // another bridge queues into the shared queues.
-        let mut current: Option<&str> = None;
+        let mut sink = TunnelSink { bridges: &mut self.bridges, tx: &mut self.tx, current: None, now };
+        let (gro, origins) = (&mut self.gro, &mut self.gro_origins);
+        origins.clear();
         for i in 0..n {
-            let Some((src, dst, payload)) = rx.get(i) else { continue };
-            let decapsulated = match endpoint.kind {
-                TunnelKind::Vxlan => decap_vxlan(payload).map(|(vni, inner)| Decapsulated {
-                    kind: TunnelKind::Vxlan,
-                    src,
-                    dst,
-                    key: Some(vni),
-                    inner,
-                }),
-                TunnelKind::Gre => decap_gre_packet(payload),
-            };
-            let found = decapsulated.and_then(|d| ep.ports.find(d.src, d.key).map(|(_, port)| (d, port)));
-            let (packet, (bridge, ofport)) = match found {
-                Ok(found) => found,
-                Err(drop) => {
-                    ep.socket.count(drop);
-                    continue;
-                }
-            };
-            if current != Some(bridge.as_str()) {
-                if let Some(previous) = current.and_then(|c| self.bridges.get_mut(c)) {
-                    Self::transmit_queued(previous, &mut self.tx, &[]);
-                }
-                current = Some(bridge);
-                if let Some(runtime) = self.bridges.get_mut(bridge) {
-                    runtime.core.tick(now);
+            let Some((src, dst, payload, segment)) = rx.get(i) else { continue };
+            let size = segment.unwrap_or(payload.len()).max(1);
+            for datagram in payload.chunks(size) {
+                let decapsulated = match endpoint.kind {
+                    TunnelKind::Vxlan => decap_vxlan(datagram).map(|(vni, inner)| Decapsulated {
+                        kind: TunnelKind::Vxlan,
+                        src,
+                        dst,
+                        key: Some(vni),
+                        inner,
+                    }),
+                    TunnelKind::Gre => decap_gre_packet(datagram),
+                };
+                let found = decapsulated.and_then(|d| ep.ports.find(d.src, d.key).map(|(_, port)| (d, port)));
+                let (packet, (bridge, ofport)) = match found {
+                    Ok(found) => found,
+                    Err(drop) => {
+                        ep.socket.count(drop);
+                        continue;
+                    }
+                };
+                let meta = packet.meta();
+                let origin = (bridge.as_str(), *ofport, meta);
+                let tag = match origins.iter().position(|(b, p, m)| (b.as_str(), *p, *m) == origin) {
+                    Some(tag) => tag,
+                    None => {
+                        origins.push((bridge.clone(), *ofport, meta));
+                        origins.len() - 1
+                    }
+                };
+                let verdict = gro.push(tag as u64, packet.inner);
+                sink.deliver_ready(gro, origins);
+                if verdict == Verdict::Pass {
+                    let offload = gro::partial_checksum(packet.inner).unwrap_or(Offload::NONE);
+                    sink.deliver(bridge, *ofport, &meta, Packet { data: packet.inner, offload });
                 }
             }
-            let Some(runtime) = self.bridges.get_mut(bridge) else { continue };
-            runtime.core.receive_tunneled(now, *ofport, packet.inner.into(), &packet.meta(), &mut self.tx);
         }
-        if let Some(runtime) = current.and_then(|c| self.bridges.get_mut(c)) {
-            Self::transmit_queued(runtime, &mut self.tx, &[]);
-        }
+        gro.flush_all();
+        sink.deliver_ready(gro, origins);
+        sink.finish();
         n
     }
 

@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod classifier;
 pub mod conntrack;
 pub mod gateway;
+pub mod gro;
 pub mod mac_learning;
 pub mod megaflow;
 pub mod ofctl;

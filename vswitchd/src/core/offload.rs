@@ -250,19 +250,45 @@ fn fix_ip(seg: &mut [u8], lay: &Layout, l4_len: usize, index: u16) {
 /// Hands `emit` the frame as a port without offloads must see it: whole,
 /// checksummed, and cut into segments no larger than the MSS.
 pub fn finish(frame: &[u8], offload: &Offload, emit: &mut dyn FnMut(&[u8])) -> Result<(), OffloadError> {
+    if offload.is_done() {
+        emit(frame);
+        return Ok(());
+    }
+    let mut piece = Vec::new();
+    finish_into(frame, offload, &[], &mut piece, &mut |piece| {
+        emit(piece);
+        piece.clear();
+    })
+}
+
+/// [`finish`] without a copy in between: each piece (the whole frame, or
+/// a segment) is appended to `out` behind `prefix` (a tunnel header, say),
+/// and `piece` is called with `out` once it is there.
+pub fn finish_into(
+    frame: &[u8],
+    offload: &Offload,
+    prefix: &[u8],
+    out: &mut Vec<u8>,
+    piece: &mut dyn FnMut(&mut Vec<u8>),
+) -> Result<(), OffloadError> {
     match offload.gso {
         Gso::None => {
+            out.extend_from_slice(prefix);
+            let start = out.len();
+            out.extend_from_slice(frame);
             if offload.needs_csum {
-                let mut copy = frame.to_vec();
-                complete_csum(&mut copy, offload.csum_start.into(), offload.csum_offset.into())?;
-                emit(&copy);
-            } else {
-                emit(frame);
+                let done =
+                    complete_csum(&mut out[start..], offload.csum_start.into(), offload.csum_offset.into());
+                if let Err(e) = done {
+                    out.truncate(start - prefix.len());
+                    return Err(e);
+                }
             }
+            piece(out);
             Ok(())
         }
-        Gso::TcpV4 | Gso::TcpV6 => segment(frame, offload, true, emit),
-        Gso::UdpL4 => segment(frame, offload, false, emit),
+        Gso::TcpV4 | Gso::TcpV6 => segment(frame, offload, true, prefix, out, piece),
+        Gso::UdpL4 => segment(frame, offload, false, prefix, out, piece),
     }
 }
 
@@ -270,7 +296,9 @@ fn segment(
     frame: &[u8],
     offload: &Offload,
     tcp: bool,
-    emit: &mut dyn FnMut(&[u8]),
+    prefix: &[u8],
+    out: &mut Vec<u8>,
+    piece: &mut dyn FnMut(&mut Vec<u8>),
 ) -> Result<(), OffloadError> {
     let lay = layout(frame, tcp)?;
     let mss = usize::from(offload.gso_size);
@@ -279,13 +307,14 @@ fn segment(
     }
     let payload = &frame[lay.payload..];
     let count = payload.len().div_ceil(mss).max(1);
-    let mut seg = Vec::with_capacity(lay.payload + mss);
     for (i, chunk) in payload.chunks(mss).chain((payload.is_empty()).then_some(&[][..])).enumerate() {
-        seg.clear();
-        seg.extend_from_slice(&frame[..lay.payload]);
-        seg.extend_from_slice(chunk);
+        out.extend_from_slice(prefix);
+        let base = out.len();
+        out.extend_from_slice(&frame[..lay.payload]);
+        out.extend_from_slice(chunk);
+        let seg = &mut out[base..];
         let l4_len = seg.len() - lay.l4;
-        fix_ip(&mut seg, &lay, l4_len, i as u16);
+        fix_ip(seg, &lay, l4_len, i as u16);
         let proto = if tcp { 6 } else { 17 };
         let csum_at = if tcp {
             let seq = u32::from_be_bytes(seg[lay.l4 + 4..lay.l4 + 8].try_into().unwrap());
@@ -299,17 +328,17 @@ fn segment(
             }
             lay.l4 + 16
         } else {
-            put_u16(&mut seg, lay.l4 + 4, l4_len as u16);
+            put_u16(seg, lay.l4 + 4, l4_len as u16);
             lay.l4 + 6
         };
-        put_u16(&mut seg, csum_at, 0);
-        let pseudo = pseudo_sum(&seg, &lay, proto, l4_len);
+        put_u16(seg, csum_at, 0);
+        let pseudo = pseudo_sum(seg, &lay, proto, l4_len);
         let mut csum = checksum(&seg[lay.l4..], pseudo);
         if !tcp && csum == 0 {
             csum = 0xffff;
         }
-        put_u16(&mut seg, csum_at, csum);
-        emit(&seg);
+        put_u16(seg, csum_at, csum);
+        piece(out);
     }
     Ok(())
 }

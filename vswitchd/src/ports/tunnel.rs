@@ -9,10 +9,17 @@
 //!   VXLAN is a UDP socket bound to the port (4789), GRE a raw IPv4 socket
 //!   for protocol 47. The datapath reads each endpoint's socket and finds
 //!   the port a packet belongs to with [`crate::core::tunnel::TunnelMap`]; the ports only send.
-//! - Sending: each frame is finished first (GSO frames cut into segments,
+//! - Sending: each frame is finished (GSO frames cut into segments,
 //!   partial checksums completed, as [`offload::finish`] does for any port
-//!   without offloads), then gets its VXLAN or GRE header and goes out in
-//!   one `sendmmsg` per batch. The sockets say IP_PMTUDISC_DONT: an outer
+//!   without offloads) straight into the send buffer behind its VXLAN or
+//!   GRE header, and the batch goes out in one `sendmmsg`. On VXLAN, the
+//!   datagrams one frame was cut into go as one message with
+//!   UDP_SEGMENT: the kernel walks its stack once for them and splits
+//!   them at the end (a kernel or a path that cannot, and GRE, get them
+//!   one by one).
+//! - Receiving, VXLAN sockets ask for UDP_GRO: a flow's datagrams arrive
+//!   coalesced, and the datapath cuts them apart again (then merges their
+//!   TCP segments, [`crate::core::gro`]). The sockets say IP_PMTUDISC_DONT: an outer
 //!   packet bigger than the path is fragmented by the kernel, never
 //!   dropped or sent corrupt. Fragments are slow, so the advice is an
 //!   inner MTU of 1450 for VXLAN and 1458 for GRE on a 1500-byte underlay.
@@ -41,6 +48,14 @@ use proto::RpcError;
 
 const DATAGRAM_MAX: usize = 65_536;
 const CMSG_SPACE: usize = 64;
+/// Linux's UDP segmentation and coalescing options (`linux/udp.h`), which
+/// the libc crate does not define for glibc targets.
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+/// Segments one UDP_SEGMENT send may carry (the kernel's UDP_MAX_SEGMENTS).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Bytes one UDP_SEGMENT send may carry: a UDP length is 16 bits.
+const GSO_MAX_BYTES: usize = 65_000;
 const SOCKET_BUFFER: libc::c_int = 8 << 20;
 /// Datagrams per `sendmmsg`: a batch of GSO frames becomes many segments.
 const SEND_CHUNK: usize = 256;
@@ -105,6 +120,12 @@ impl TunnelSocket {
         sys::setsockopt_int(raw, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DONT)?;
         if endpoint.kind == TunnelKind::Vxlan {
             sys::setsockopt_int(raw, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
+            // Datagrams of one flow arrive coalesced (each read up to 64
+            // KiB, cut at the size the kernel says); a kernel without
+            // UDP_GRO hands them one by one, which works the same.
+            if let Err(e) = sys::setsockopt_int(raw, libc::SOL_UDP, UDP_GRO, 1) {
+                tracing::debug!("no UDP_GRO on the VXLAN socket: {e}");
+            }
         }
         for (force, plain) in
             [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)]
@@ -235,16 +256,19 @@ impl TunnelRx {
         self.slots.len() + self.cmsgs.len()
     }
 
-    /// Datagram `i` of the last receive: outer source, outer destination
-    /// (0.0.0.0 if the kernel did not say) and payload (for GRE, the
-    /// whole IP packet). `None` past the end or for a truncated datagram.
-    pub fn get(&self, i: usize) -> Option<(Ipv4Addr, Ipv4Addr, &[u8])> {
+    /// Message `i` of the last receive: outer source, outer destination
+    /// (0.0.0.0 if the kernel did not say), the payload (for GRE, the
+    /// whole IP packet) and the size its datagrams were coalesced at (with
+    /// UDP_GRO, the payload holds several datagrams back to back, each of
+    /// that size but the last). `None` past the end or for a truncated one.
+    pub fn get(&self, i: usize) -> Option<(Ipv4Addr, Ipv4Addr, &[u8], Option<usize>)> {
         if i >= self.received || self.msgs[i].msg_len == 0 {
             return None;
         }
         let len = self.msgs[i].msg_len as usize;
         let src = Ipv4Addr::from(u32::from_be(self.names[i].sin_addr.s_addr));
-        Some((src, self.destination(i), &self.slots[i * DATAGRAM_MAX..i * DATAGRAM_MAX + len]))
+        let (dst, segment) = self.control(i);
+        Some((src, dst, &self.slots[i * DATAGRAM_MAX..i * DATAGRAM_MAX + len], segment))
     }
 
     pub fn len(&self) -> usize {
@@ -255,21 +279,31 @@ impl TunnelRx {
         self.received == 0
     }
 
-    fn destination(&self, i: usize) -> Ipv4Addr {
+    /// The outer destination (IP_PKTINFO) and the coalesced datagrams'
+    /// size (UDP_GRO) of message `i`.
+    fn control(&self, i: usize) -> (Ipv4Addr, Option<usize>) {
         let hdr = &self.msgs[i].msg_hdr;
+        let (mut destination, mut segment) = (Ipv4Addr::UNSPECIFIED, None);
         // SAFETY: walks the control buffer the kernel filled for this
         // message with the CMSG_* macros, within msg_controllen.
         unsafe {
             let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
             while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::IPPROTO_IP && (*cmsg).cmsg_type == libc::IP_PKTINFO {
-                    let info: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                    return Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                        let info: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                        destination = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                    }
+                    (libc::SOL_UDP, UDP_GRO) => {
+                        let size: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                        segment = usize::try_from(size).ok().filter(|s| *s > 0);
+                    }
+                    _ => {}
                 }
                 cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
             }
         }
-        Ipv4Addr::UNSPECIFIED
+        (destination, segment)
     }
 }
 
@@ -282,8 +316,14 @@ pub struct TunnelPort {
     buffer: Vec<u8>,
     /// Each datagram's end in `buffer`, remote end and the frame it came from.
     datagrams: Vec<(usize, libc::sockaddr_in, usize)>,
+    /// The sends of the batch: runs of datagrams that go in one message.
+    sends: Vec<Outgoing>,
     iovecs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
+    /// One UDP_SEGMENT control message per send.
+    controls: Vec<[u8; CMSG_SPACE]>,
+    /// Whether the socket takes UDP_SEGMENT (VXLAN, and the kernel has it).
+    udp_gso: bool,
     /// Per frame of the batch being sent: whether all of it went out.
     sent: Vec<bool>,
     tx_drops: [u64; TunnelDrop::ALL.len()],
@@ -291,9 +331,21 @@ pub struct TunnelPort {
     tx_refused: u64,
 }
 
+/// One message of a batch: datagrams `first..last` (indices into
+/// `datagrams`, back to back in the buffer), all of `segment` bytes but the
+/// last, which may be shorter. More than one datagram: UDP_SEGMENT.
+#[derive(Debug, Clone, Copy)]
+struct Outgoing {
+    first: usize,
+    last: usize,
+    segment: usize,
+    /// Every datagram so far is `segment` long: another may follow.
+    full: bool,
+}
+
 // SAFETY: the raw pointers inside `iovecs` and `msgs` are rewritten to
-// point into `buffer` and `datagrams` right before every send and never
-// read otherwise.
+// point into `buffer`, `datagrams` and `controls` right before every send
+// and never read otherwise.
 unsafe impl Send for TunnelPort {}
 
 impl TunnelPort {
@@ -307,8 +359,11 @@ impl TunnelPort {
             socket,
             buffer: Vec::new(),
             datagrams: Vec::new(),
+            sends: Vec::new(),
             iovecs: Vec::new(),
             msgs: Vec::new(),
+            controls: Vec::new(),
+            udp_gso: kind == TunnelKind::Vxlan,
             sent: Vec::new(),
             tx_drops: [0; TunnelDrop::ALL.len()],
             tx_bad_offload: 0,
@@ -330,12 +385,16 @@ impl TunnelPort {
                 }
             };
             let addr = sockaddr(remote, self.config.dst_port);
-            let (buffer, datagrams) = (&mut self.buffer, &mut self.datagrams);
-            let finished = offload::finish(packet.data, &packet.offload, &mut |segment| {
-                buffer.extend_from_slice(header.as_bytes());
-                buffer.extend_from_slice(segment);
-                datagrams.push((buffer.len(), addr, i));
-            });
+            let datagrams = &mut self.datagrams;
+            // Segments are cut straight into the send buffer behind their
+            // tunnel header: one copy of each byte.
+            let finished = offload::finish_into(
+                packet.data,
+                &packet.offload,
+                header.as_bytes(),
+                &mut self.buffer,
+                &mut |buffer| datagrams.push((buffer.len(), addr, i)),
+            );
             if finished.is_err() {
                 self.tx_bad_offload += 1;
             }
@@ -343,13 +402,47 @@ impl TunnelPort {
     }
 }
 
+impl TunnelPort {
+    /// Groups the batch's datagrams into sends: with UDP segmentation, the
+    /// datagrams one frame was cut into (same remote end, same size but the
+    /// last) go to the kernel as one message, which it splits again on the
+    /// way out, after the whole stack was walked once.
+    fn plan_sends(&mut self) {
+        self.sends.clear();
+        let mut start = 0;
+        for (k, &(end, _, frame)) in self.datagrams.iter().enumerate() {
+            let len = end - start;
+            let joins = self.udp_gso
+                && self.sends.last().is_some_and(|last| {
+                    let count = last.last - last.first;
+                    let bytes = end - (start - count * last.segment);
+                    // Only the final datagram of a send may be shorter.
+                    last.full
+                        && self.datagrams[last.first].2 == frame
+                        && len <= last.segment
+                        && count < GSO_MAX_SEGMENTS
+                        && bytes <= GSO_MAX_BYTES
+                });
+            match self.sends.last_mut() {
+                Some(last) if joins => {
+                    last.last = k + 1;
+                    last.full = len == last.segment;
+                }
+                _ => self.sends.push(Outgoing { first: k, last: k + 1, segment: len, full: true }),
+            }
+            start = end;
+        }
+    }
+}
+
 impl PortDevice for TunnelPort {
     fn send_batch(&mut self, frames: Frames<'_>) -> usize {
         self.encapsulate(frames);
-        let total = self.datagrams.len();
+        self.plan_sends();
         if self.msgs.len() < SEND_CHUNK {
             self.iovecs = (0..SEND_CHUNK).map(|_| zeroed()).collect();
             self.msgs = (0..SEND_CHUNK).map(|_| zeroed()).collect();
+            self.controls = vec![[0; CMSG_SPACE]; SEND_CHUNK];
         }
         // A frame counts as sent when it made datagrams and none was refused.
         self.sent.clear();
@@ -358,31 +451,71 @@ impl PortDevice for TunnelPort {
             self.sent[frame] = true;
         }
         let mut next = 0;
-        while next < total {
-            let count = (total - next).min(SEND_CHUNK);
+        while next < self.sends.len() {
+            let count = (self.sends.len() - next).min(SEND_CHUNK);
             for k in 0..count {
-                let (end, _, _) = self.datagrams[next + k];
-                let start = if next + k == 0 { 0 } else { self.datagrams[next + k - 1].0 };
+                let send = self.sends[next + k];
+                let start = if send.first == 0 { 0 } else { self.datagrams[send.first - 1].0 };
+                let end = self.datagrams[send.last - 1].0;
                 self.iovecs[k] =
                     libc::iovec { iov_base: self.buffer[start..].as_mut_ptr().cast(), iov_len: end - start };
                 let msg = &mut self.msgs[k];
                 msg.msg_hdr = zeroed();
-                msg.msg_hdr.msg_name = (&mut self.datagrams[next + k].1 as *mut libc::sockaddr_in).cast();
+                msg.msg_hdr.msg_name = (&mut self.datagrams[send.first].1 as *mut libc::sockaddr_in).cast();
                 msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
                 msg.msg_hdr.msg_iov = &mut self.iovecs[k];
                 msg.msg_hdr.msg_iovlen = 1;
                 msg.msg_len = 0;
+                if send.last - send.first > 1 {
+                    let control = &mut self.controls[k];
+                    msg.msg_hdr.msg_control = control.as_mut_ptr().cast();
+                    // SAFETY: CMSG_SPACE of a u16 is well within the
+                    // 64-byte buffer the header points at.
+                    unsafe {
+                        msg.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
+                        let cmsg = libc::CMSG_FIRSTHDR(&msg.msg_hdr);
+                        (*cmsg).cmsg_level = libc::SOL_UDP;
+                        (*cmsg).cmsg_type = UDP_SEGMENT;
+                        (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
+                        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), send.segment as u16);
+                    }
+                }
             }
-            // SAFETY: the messages point into `buffer` and `datagrams`,
-            // owned by `self` and unchanged during the call.
+            // SAFETY: the messages point into `buffer`, `datagrams` and
+            // `controls`, owned by `self` and unchanged during the call.
             let n = unsafe {
                 libc::sendmmsg(self.socket.fd(), self.msgs.as_mut_ptr(), count as u32, libc::MSG_DONTWAIT)
             };
             if n <= 0 {
-                // The datagram at `next` is refused (no route, too big,
+                let send = self.sends[next];
+                let error = io::Error::last_os_error().raw_os_error();
+                if send.last - send.first > 1
+                    && matches!(error, Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT))
+                {
+                    // The kernel cannot segment this send (no UDP_SEGMENT,
+                    // or segments bigger than the device's MTU, which it
+                    // would have to fragment): its datagrams go one by one,
+                    // as do all later ones of this port.
+                    tracing::debug!("UDP segmentation refused ({error:?}); sending datagrams one by one");
+                    self.udp_gso = false;
+                    let singles: Vec<Outgoing> = (send.first..send.last)
+                        .map(|k| {
+                            let start = if k == 0 { 0 } else { self.datagrams[k - 1].0 };
+                            Outgoing {
+                                first: k,
+                                last: k + 1,
+                                segment: self.datagrams[k].0 - start,
+                                full: true,
+                            }
+                        })
+                        .collect();
+                    self.sends.splice(next..next + 1, singles);
+                    continue;
+                }
+                // The send at `next` is refused (no route, too big,
                 // buffers full): count it and go on with the rest.
                 self.tx_refused += 1;
-                self.sent[self.datagrams[next].2] = false;
+                self.sent[self.datagrams[send.first].2] = false;
                 next += 1;
                 continue;
             }
