@@ -471,12 +471,13 @@ fn sha256(file: &Path) -> String {
 }
 
 #[test]
-fn a_200_mb_file_crosses_vxlan_intact() {
-    if !e2e_allowed("a_200_mb_file_crosses_vxlan_intact") {
+fn a_200_mb_file_crosses_vxlan_intact_and_tcp_to_the_kernels_vxlan_flows_both_ways() {
+    if !e2e_allowed("a_200_mb_file_crosses_vxlan_intact_and_tcp_to_the_kernels_vxlan_flows_both_ways") {
         return;
     }
     let _one_at_a_time = traffic_lock();
-    let o = overlay("vf", "vxlan", None);
+    let kernel_vxlan = ["vxlan", "id", VNI, "remote", "198.19.1.1", "local", "198.19.1.3", "dstport", "4789"];
+    let o = overlay("vf", "vxlan", Some(PeerKind::Kernel(&kernel_vxlan)));
     let dir = tempfile::tempdir().unwrap();
     let (file, copy) = (dir.path().join("in"), dir.path().join("out"));
     must(
@@ -495,4 +496,17 @@ fn a_200_mb_file_crosses_vxlan_intact() {
     let received = o.b.sw.port_stats("br0", "to-a")["rx_packets"].as_u64().unwrap_or(0);
     eprintln!("host B's tunnel port took the copy as {received} frames (software GRO)");
     assert!(received < 20_000, "segments were merged: {received} frames for 200 MiB");
+
+    // The kernel's VXLAN device on host C, both ways through host A: it
+    // receives our UDP_SEGMENT sends, and hands us whole TSO frames in one
+    // tunnel packet (UDP_GRO) with partial checksums.
+    let c = &o.c.as_ref().expect("host C").container;
+    let to_kernel = iperf3_gbps(c, "198.18.0.3", o.a.c(0));
+    let from_kernel = iperf3_gbps(o.a.c(0), "198.18.0.1", c);
+    eprintln!(
+        "iperf3 TCP 5 s: vswitchd to the kernel's vxlan {to_kernel:.2} Gbit/s, the kernel's vxlan to vswitchd \
+         {from_kernel:.2} Gbit/s ({BUILD} build)"
+    );
+    let too_big = o.a.sw.json(&["dump-ports", "br0"]);
+    assert!(!too_big.to_string().contains("tx_too_big\":1"), "nothing was too big for a port: {too_big}");
 }

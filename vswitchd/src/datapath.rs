@@ -340,7 +340,17 @@ impl Datapath {
         origins.clear();
         for i in 0..n {
             let Some((src, dst, payload, segment)) = rx.get(i) else { continue };
-            let size = segment.unwrap_or(payload.len()).max(1);
+            // With UDP_GRO, `segment` is either the size of the datagrams
+            // coalesced into `payload`, or, for a tunnel packet a local
+            // VXLAN device built around a TSO frame, that frame's MSS (or
+            // nothing: such packets also come without it).
+            let whole = match endpoint.kind {
+                TunnelKind::Vxlan => {
+                    decap_vxlan(payload).ok().and_then(|(_, inner)| gro::tunnel_super_frame(inner, segment))
+                }
+                TunnelKind::Gre => None,
+            };
+            let size = if whole.is_some() { payload.len() } else { segment.unwrap_or(payload.len()).max(1) };
             for datagram in payload.chunks(size) {
                 let decapsulated = match endpoint.kind {
                     TunnelKind::Vxlan => decap_vxlan(datagram).map(|(vni, inner)| Decapsulated {
@@ -369,6 +379,12 @@ impl Datapath {
                         origins.len() - 1
                     }
                 };
+                if let Some(offload) = whole {
+                    gro.flush_flow_of(tag as u64, packet.inner);
+                    sink.deliver_ready(gro, origins);
+                    sink.deliver(bridge, *ofport, &meta, Packet { data: packet.inner, offload });
+                    continue;
+                }
                 let verdict = gro.push(tag as u64, packet.inner);
                 sink.deliver_ready(gro, origins);
                 if verdict == Verdict::Pass {

@@ -31,6 +31,9 @@ use super::packet::L2Header;
 
 /// Flows held at once; the oldest is flushed to make room.
 pub const MAX_FLOWS: usize = 8;
+/// The inner MTU a VXLAN overlay on a 1500-byte underlay has (Docker's):
+/// the size a super-frame that came without its MSS is cut for.
+pub const OVERLAY_MTU: usize = 1450;
 /// The largest frame's IPv4 total length.
 const MAX_IP_LEN: usize = 65_535;
 
@@ -170,6 +173,45 @@ pub fn partial_checksum(frame: &[u8]) -> Option<Offload> {
     partial.then_some(Offload { needs_csum: true, csum_start: l4 as u16, csum_offset: 16, ..Offload::NONE })
 }
 
+/// The offload header of a whole TCP super-frame that came in one
+/// datagram: Linux hands a UDP socket with UDP_GRO the tunnel packet a
+/// local sender's VXLAN device built before segmentation (one VXLAN
+/// header, a 64 KiB inner frame), saying the inner MSS, `mss`, or, as seen
+/// on Linux 6.18, nothing. `Some` when `inner` is one TCP frame (IPv4 or
+/// IPv6) longer than one segment; it then leaves with the offload a local
+/// veth would give it, its MSS the one given or else what fits the
+/// overlay MTU of [`OVERLAY_MTU`].
+pub fn tunnel_super_frame(inner: &[u8], mss: Option<usize>) -> Option<Offload> {
+    let l2 = L2Header::parse(inner).ok()?;
+    let l3 = l2.payload_offset;
+    let (gso, l4, length) = match l2.ether_type {
+        0x0800 => {
+            let ip = inner.get(l3..l3 + 20)?;
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            (ip[9] == 6 && ihl >= 20).then_some((Gso::TcpV4, l3 + ihl, usize::from(get16(ip, 2))))?
+        }
+        0x86dd => {
+            let ip = inner.get(l3..l3 + 40)?;
+            (ip[6] == 6).then_some((Gso::TcpV6, l3 + 40, 40 + usize::from(get16(ip, 4))))?
+        }
+        _ => return None,
+    };
+    let payload = l4 + usize::from(*inner.get(l4 + 12)? >> 4) * 4;
+    let mss = mss.unwrap_or(OVERLAY_MTU.saturating_sub(payload - l3));
+    if l3 + length != inner.len() || payload > inner.len() || inner.len() - payload <= mss || mss == 0 {
+        return None;
+    }
+    Some(Offload {
+        needs_csum: true,
+        csum_start: l4 as u16,
+        csum_offset: 16,
+        gso,
+        gso_size: u16::try_from(mss).ok()?,
+        hdr_len: payload as u16,
+        ..Offload::NONE
+    })
+}
+
 /// Whether `a` and `b` (a held frame's start, a new segment) are one flow.
 fn same_flow(a: &[u8], b: &[u8], l3: usize, l4: usize) -> bool {
     a.len() >= l4 + 4
@@ -255,7 +297,7 @@ impl Gro {
 
     /// Flushes what is held for the flow of `segment`, if it has one, so a
     /// segment passed through never overtakes the data before it.
-    fn flush_flow_of(&mut self, tag: u64, segment: &[u8]) {
+    pub fn flush_flow_of(&mut self, tag: u64, segment: &[u8]) {
         let Ok(l2) = L2Header::parse(segment) else { return };
         let l3 = l2.payload_offset;
         let l4 = l3 + usize::from(segment.get(l3).map_or(0, |b| b & 0x0f)) * 4;
@@ -500,6 +542,24 @@ mod tests {
         let mut gro = Gro::default();
         assert_eq!(run(&mut gro, &partial), wire, "merged and finished");
         assert_eq!(gro.merged, 2);
+    }
+
+    #[test]
+    fn a_tunnel_super_frame_is_told_from_coalesced_datagrams() {
+        let (frame, _) = super_frame(40000, 1000, &payload(20_000), 1398, TCP_ACK);
+        let offload = tunnel_super_frame(&frame, Some(1398)).expect("one frame over the whole datagram");
+        assert_eq!((offload.gso, offload.gso_size, offload.hdr_len), (Gso::TcpV4, 1398, 66));
+        assert_eq!(segments(&frame, &offload).len(), 15);
+        // A frame that fits one segment, or datagrams back to back, is not one.
+        let (small, _) = super_frame(40000, 1000, &payload(1000), 1398, TCP_ACK);
+        assert_eq!(tunnel_super_frame(&small, Some(1398)), None);
+        let mut two = small.clone();
+        two.extend_from_slice(&small);
+        assert_eq!(tunnel_super_frame(&two, Some(small.len())), None);
+        assert_eq!(tunnel_super_frame(&frame[..100], Some(1398)), None);
+        // Without the MSS: segments that fit the overlay's MTU.
+        let guessed = tunnel_super_frame(&frame, None).expect("still one frame");
+        assert_eq!(guessed.gso_size, 1450 - 52);
     }
 
     proptest! {
