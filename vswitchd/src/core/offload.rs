@@ -140,13 +140,22 @@ pub enum OffloadError {
     Malformed,
 }
 
-/// The one's-complement sum of `data`, not yet folded.
+/// The one's-complement sum of `data`, not yet folded. Eight bytes at a
+/// time, their two 32-bit halves added into 64 bits: since 2^16 is 1
+/// modulo 0xffff, the folded result is the sum of the 16-bit words, and a
+/// 64 KiB frame adds up to well under 2^48. Segmentation and GRO sum every
+/// byte of every tunnelled frame: two bytes at a time cost a tenth of a core.
 fn sum(data: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let w = u64::from_be_bytes(w.try_into().expect("eight bytes"));
+        acc += (w >> 32) + (w & 0xffff_ffff);
+    }
+    let mut pairs = words.remainder().chunks_exact(2);
+    for c in &mut pairs {
         acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = pairs.remainder() {
         acc += u64::from(*last) << 8;
     }
     acc
@@ -347,6 +356,18 @@ fn segment(
 mod tests {
     use super::*;
     use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+    proptest::proptest! {
+        // The wide sum folds to what summing 16-bit words gives.
+        #[test]
+        fn the_wide_sum_is_the_sum_of_words(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000), acc in 0u64..1 << 20) {
+            let mut narrow = acc;
+            for c in data.chunks(2) {
+                narrow += u64::from(c[0]) << 8 | u64::from(*c.get(1).unwrap_or(&0));
+            }
+            proptest::prop_assert_eq!(fold(sum(&data, acc)), fold(narrow));
+        }
+    }
 
     fn tcp_frame(payload: &[u8], v6: bool) -> Vec<u8> {
         let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
