@@ -26,7 +26,7 @@
 //! at most [`MAX_FLOWS`] frames held, flushed by the caller at the end of
 //! each receive batch, so nothing waits longer than a batch.
 
-use super::offload::{checksum, Gso, Offload};
+use super::offload::{checksum, fold, get_u16 as get16, Gso, Offload};
 use super::packet::L2Header;
 
 /// Flows held at once; the oldest is flushed to make room.
@@ -90,10 +90,6 @@ struct Parsed {
     flags: u8,
 }
 
-fn get16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
 fn get32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
@@ -105,13 +101,6 @@ fn pseudo(frame: &[u8], l3: usize, tcp_len: usize) -> u64 {
         acc += u64::from(get16(frame, at));
     }
     acc
-}
-
-fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 /// The segment's headers if it may be merged at all; `None`: pass it.
