@@ -117,9 +117,10 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
         return None;
     }
     let l4 = l3 + 20;
-    let doff = usize::from(*frame.get(l4 + 12)? >> 4) * 4;
+    let tcp = frame.get(l4..l4 + 20)?;
+    let doff = usize::from(tcp[12] >> 4) * 4;
     let payload = l4 + doff;
-    let flags = frame[l4 + 13];
+    let flags = tcp[13];
     if doff < 20 || payload >= frame.len() || flags & !(TCP_ACK | TCP_PSH) != 0 || flags & TCP_ACK == 0 {
         return None;
     }
@@ -289,8 +290,11 @@ impl Gro {
     pub fn flush_flow_of(&mut self, tag: u64, segment: &[u8]) {
         let Ok(l2) = L2Header::parse(segment) else { return };
         let l3 = l2.payload_offset;
-        let l4 = l3 + usize::from(segment.get(l3).map_or(0, |b| b & 0x0f)) * 4;
-        if l2.ether_type != 0x0800 || segment.len() < l4 + 4 || segment[l3 + 9] != 6 {
+        let Some(ip) = segment.get(l3..l3 + 20).filter(|ip| l2.ether_type == 0x0800 && ip[9] == 6) else {
+            return;
+        };
+        let l4 = l3 + usize::from(ip[0] & 0x0f) * 4;
+        if l4 < l3 + 20 || segment.len() < l4 + 4 {
             return;
         }
         if let Some(i) =
@@ -491,6 +495,26 @@ mod tests {
         assert_eq!(gro.push(0, &wire[0]), Verdict::Held);
         assert_eq!(gro.push(1, &wire[1]), Verdict::Held);
         assert_eq!(gro.merged, 0);
+    }
+
+    #[test]
+    fn short_and_malformed_frames_pass_without_a_panic() {
+        let (frame, offload) = super_frame(40000, 1000, &payload(3000), 1000, TCP_ACK);
+        let wire = segments(&frame, &offload);
+        let mut gro = Gro::default();
+        assert_eq!(gro.push(0, &wire[0]), Verdict::Held);
+        // A TCP header cut after its offset byte; an IHL of 0; every prefix of a segment.
+        let mut cut = wire[1][..47].to_vec();
+        cut[16..18].copy_from_slice(&33u16.to_be_bytes());
+        assert_eq!(gro.push(0, &cut), Verdict::Pass);
+        let mut no_ihl = wire[1][..18].to_vec();
+        no_ihl[14] = 0x40;
+        assert_eq!(gro.push(0, &no_ihl), Verdict::Pass);
+        for len in 0..wire[1].len() {
+            let _ = gro.push(0, &wire[1][..len]);
+            let _ = partial_checksum(&wire[1][..len]);
+            let _ = tunnel_super_frame(&wire[1][..len], None);
+        }
     }
 
     #[test]

@@ -321,7 +321,7 @@ pub struct TunnelPort {
     iovecs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
     /// One UDP_SEGMENT control message per send.
-    controls: Vec<[u8; CMSG_SPACE]>,
+    controls: Vec<ControlBuffer>,
     /// Whether the socket takes UDP_SEGMENT (VXLAN, and the kernel has it).
     udp_gso: bool,
     /// Per frame of the batch being sent: whether all of it went out.
@@ -331,6 +331,11 @@ pub struct TunnelPort {
     tx_refused: u64,
 }
 
+/// Room for one control message, aligned as `cmsghdr` must be.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct ControlBuffer([u8; CMSG_SPACE]);
+
 /// One message of a batch: datagrams `first..last` (indices into
 /// `datagrams`, back to back in the buffer), all of `segment` bytes but the
 /// last, which may be shorter. More than one datagram: UDP_SEGMENT.
@@ -339,6 +344,8 @@ struct Outgoing {
     first: usize,
     last: usize,
     segment: usize,
+    /// The datagrams' bytes together.
+    bytes: usize,
     /// Every datagram so far is `segment` long: another may follow.
     full: bool,
 }
@@ -414,21 +421,22 @@ impl TunnelPort {
             let len = end - start;
             let joins = self.udp_gso
                 && self.sends.last().is_some_and(|last| {
-                    let count = last.last - last.first;
-                    let bytes = end - (start - count * last.segment);
                     // Only the final datagram of a send may be shorter.
                     last.full
                         && self.datagrams[last.first].2 == frame
                         && len <= last.segment
-                        && count < GSO_MAX_SEGMENTS
-                        && bytes <= GSO_MAX_BYTES
+                        && last.last - last.first < GSO_MAX_SEGMENTS
+                        && last.bytes + len <= GSO_MAX_BYTES
                 });
             match self.sends.last_mut() {
                 Some(last) if joins => {
                     last.last = k + 1;
+                    last.bytes += len;
                     last.full = len == last.segment;
                 }
-                _ => self.sends.push(Outgoing { first: k, last: k + 1, segment: len, full: true }),
+                _ => {
+                    self.sends.push(Outgoing { first: k, last: k + 1, segment: len, bytes: len, full: true })
+                }
             }
             start = end;
         }
@@ -442,7 +450,7 @@ impl PortDevice for TunnelPort {
         if self.msgs.len() < SEND_CHUNK {
             self.iovecs = (0..SEND_CHUNK).map(|_| zeroed()).collect();
             self.msgs = (0..SEND_CHUNK).map(|_| zeroed()).collect();
-            self.controls = vec![[0; CMSG_SPACE]; SEND_CHUNK];
+            self.controls = vec![ControlBuffer([0; CMSG_SPACE]); SEND_CHUNK];
         }
         // A frame counts as sent when it made datagrams and none was refused.
         self.sent.clear();
@@ -468,9 +476,9 @@ impl PortDevice for TunnelPort {
                 msg.msg_len = 0;
                 if send.last - send.first > 1 {
                     let control = &mut self.controls[k];
-                    msg.msg_hdr.msg_control = control.as_mut_ptr().cast();
+                    msg.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
                     // SAFETY: CMSG_SPACE of a u16 is well within the
-                    // 64-byte buffer the header points at.
+                    // 64-byte, 8-aligned buffer the header points at.
                     unsafe {
                         msg.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
                         let cmsg = libc::CMSG_FIRSTHDR(&msg.msg_hdr);
@@ -501,12 +509,8 @@ impl PortDevice for TunnelPort {
                     let singles: Vec<Outgoing> = (send.first..send.last)
                         .map(|k| {
                             let start = if k == 0 { 0 } else { self.datagrams[k - 1].0 };
-                            Outgoing {
-                                first: k,
-                                last: k + 1,
-                                segment: self.datagrams[k].0 - start,
-                                full: true,
-                            }
+                            let len = self.datagrams[k].0 - start;
+                            Outgoing { first: k, last: k + 1, segment: len, bytes: len, full: true }
                         })
                         .collect();
                     self.sends.splice(next..next + 1, singles);
