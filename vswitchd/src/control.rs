@@ -32,7 +32,7 @@ use crate::config::{ClusterConfig, Config, Database, LiveQuery, Outcome};
 use crate::datapath::{Datapath, DatapathHandle, NewDevices, Request as DpRequest};
 use crate::netns;
 use crate::overlay::store::{BoxFuture, Cluster, Reconciler};
-use crate::overlay::{self, ClusterView, EndpointRecord, NetworkRecord};
+use crate::overlay::{self, EndpointRecord, NetworkRecord};
 use crate::ports;
 
 pub const MAX_CLIENTS: usize = 256;
@@ -139,6 +139,19 @@ impl Drop for Control {
     }
 }
 
+/// Container ports that left the configuration, whichever change removed
+/// them (del-container-port, del-port, del-br, an overlay network deleted
+/// on another host): their veth pairs were made by us and go with them.
+async fn detach_gone_container_ports(old: &Config, new: &Config) {
+    let kept: Vec<String> = new.container_ports().into_iter().map(|(_, port, _)| port).collect();
+    let gone = old.container_ports().into_iter().map(|(_, port, _)| port).filter(|port| !kept.contains(port));
+    for host in gone.collect::<Vec<_>>() {
+        if let Err(e) = blocking(move || netns::detach(&host)).await {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
 fn no_cluster() -> RpcError {
     RpcError::new(
         ErrorCode::InvalidValue,
@@ -161,8 +174,8 @@ fn overlay_address(ip: &str, network: &NetworkRecord) -> Result<Ipv4Addr, RpcErr
 }
 
 impl Reconciler for Control {
-    fn reconcile(&self, view: ClusterView) -> BoxFuture<'_, ()> {
-        Box::pin(self.reconcile_overlays(view))
+    fn reconcile(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.reconcile_overlays())
     }
 
     fn local_endpoints(&self) -> BoxFuture<'_, Vec<(String, EndpointRecord)>> {
@@ -175,10 +188,12 @@ impl Reconciler for Control {
 
 impl Control {
     /// Makes the overlay bridges match what the cluster store holds.
-    async fn reconcile_overlays(&self, view: ClusterView) {
-        let Some(local) = self.cluster().map(|c| c.local()) else { return };
+    async fn reconcile_overlays(&self) {
+        let Some(cluster) = self.cluster() else { return };
         let mut current = self.config.lock().await;
-        let (next, conflicts) = overlay::reconcile(&current, &view, local);
+        // The view as it is now, read under the lock: a transaction that
+        // held the lock may have changed it meanwhile.
+        let (next, conflicts) = overlay::reconcile(&current, &cluster.view(), cluster.local());
         let conflicts: Vec<String> = conflicts.into_iter().map(|c| c.0).collect();
         {
             let mut logged = self.conflicts.lock().expect("conflicts lock");
@@ -193,6 +208,7 @@ impl Control {
         match self.commit(&current, &next).await {
             Ok(()) => {
                 let old = std::mem::replace(&mut *current, next);
+                detach_gone_container_ports(&old, &current).await;
                 self.after_commit(&old, &current).await;
             }
             Err(e) => tracing::warn!("cannot apply the overlay networks from the cluster store: {e}"),
@@ -355,8 +371,9 @@ impl Control {
         let mut working = current.clone();
         let mut attached = Vec::new();
         let mut allocated = Vec::new();
+        let mut created = Vec::new();
         let prepared = self
-            .prepare(&mut working, &commands, &mut attached, &mut allocated)
+            .prepare(&mut working, &commands, &mut attached, &mut allocated, &mut created)
             .await
             .and_then(|outcomes| self.access.check_devices(peer, &current, &working).map(|()| outcomes));
         let committed = match prepared {
@@ -375,26 +392,15 @@ impl Control {
                     for (network, ip) in allocated {
                         let _ = cluster.release(&network, ip).await;
                     }
+                    for network in created {
+                        let _ = cluster.delete_network(&network, true).await;
+                    }
                 }
                 return Err(e);
             }
         };
-        // Container ports that left the configuration, whichever command
-        // removed them (del-container-port, del-port, del-br): their veth
-        // pairs were made by us and go with them.
-        let kept: Vec<String> = working.container_ports().into_iter().map(|(_, port, _)| port).collect();
-        let detach: Vec<String> = current
-            .container_ports()
-            .into_iter()
-            .map(|(_, port, _)| port)
-            .filter(|port| !kept.contains(port))
-            .collect();
         let old = std::mem::replace(&mut *current, working);
-        for host in detach {
-            if let Err(e) = blocking(move || netns::detach(&host)).await {
-                tracing::warn!("{e}");
-            }
-        }
+        detach_gone_container_ports(&old, &current).await;
         self.after_commit(&old, &current).await;
         let mut results = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
@@ -410,13 +416,16 @@ impl Control {
     /// system too: the pairs it creates are listed in `attached`, to be
     /// deleted if the transaction fails.
     /// Overlay commands also act on the cluster store: the addresses they
-    /// take are listed in `allocated`, to be given back if it fails.
+    /// take and the networks they create are listed in `allocated` and
+    /// `created`, to be given back if the transaction fails. (A network
+    /// deleted by `del-overlay` is gone from the store whatever follows.)
     async fn prepare(
         &self,
         working: &mut Config,
         commands: &[Command],
         attached: &mut Vec<String>,
         allocated: &mut Vec<(String, Ipv4Addr)>,
+        created: &mut Vec<String>,
     ) -> Result<Vec<Outcome>, RpcError> {
         let mut outcomes = Vec::with_capacity(commands.len());
         for command in commands {
@@ -425,7 +434,9 @@ impl Control {
                     let cluster = self.cluster().ok_or_else(no_cluster)?;
                     let network = NetworkRecord::new(name, subnet, *vni, gateway.as_deref(), *mtu)
                         .map_err(|e| RpcError::new(ErrorCode::InvalidValue, e))?;
-                    cluster.create_network(name, network, *may_exist).await?;
+                    if cluster.create_network(name, network, *may_exist).await?.1 {
+                        created.push(name.clone());
+                    }
                     self.reconcile_working(working, &cluster, name)?;
                     outcomes.push(Outcome::Done(CommandResult::Done));
                 }
@@ -532,8 +543,9 @@ impl Control {
         cluster: &Cluster,
         network: &str,
     ) -> Result<(), RpcError> {
-        let (next, conflicts) = overlay::reconcile(working, &cluster.view(), cluster.local());
-        if let Some(conflict) = conflicts.into_iter().find(|c| c.0.contains(&format!("network {network} "))) {
+        let (next, conflicts) =
+            overlay::reconcile_only(working, &cluster.view(), cluster.local(), Some(network));
+        if let Some(conflict) = conflicts.into_iter().next() {
             return Err(RpcError::new(ErrorCode::AlreadyExists, conflict.0));
         }
         *working = next;

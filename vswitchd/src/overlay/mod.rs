@@ -247,7 +247,22 @@ impl ClusterView {
                     self.networks.remove(*name);
                 }
                 Some(v) => {
-                    let record = serde_json::from_slice(v).map_err(|e| ignored(e.to_string()))?;
+                    let record: NetworkRecord =
+                        serde_json::from_slice(v).map_err(|e| ignored(e.to_string()))?;
+                    // What add-overlay would have refused is refused here
+                    // too: one bad record must not stop every host.
+                    let gateway = record.gateway.map(|g| g.to_string());
+                    let checked = NetworkRecord::new(
+                        name,
+                        &record.subnet.to_string(),
+                        Some(record.vni),
+                        gateway.as_deref(),
+                        Some(record.mtu),
+                    )
+                    .map_err(ignored)?;
+                    if checked != record {
+                        return Err(ignored(format!("not as add-overlay writes it: {record:?}")));
+                    }
                     self.networks.insert((*name).to_owned(), record);
                 }
             },
@@ -343,10 +358,23 @@ pub struct Conflict(pub String);
 /// overlay bridge, tunnel port, static MAC and ARP flow made to match.
 /// Everything else in `config` is kept as it is.
 pub fn reconcile(config: &Config, view: &ClusterView, local: Ipv4Addr) -> (Config, Vec<Conflict>) {
+    reconcile_only(config, view, local, None)
+}
+
+/// [`reconcile`] for the network `only` if given, leaving every other
+/// overlay bridge as it is: what a command about one network may change,
+/// whatever the view knows of the others (before the first list, nothing).
+pub fn reconcile_only(
+    config: &Config,
+    view: &ClusterView,
+    local: Ipv4Addr,
+    only: Option<&str>,
+) -> (Config, Vec<Conflict>) {
     let mut next = config.clone();
     let mut conflicts = Vec::new();
-    next.bridges.retain(|name, b| b.overlay.is_none() || view.networks.contains_key(name));
-    for (name, network) in &view.networks {
+    let in_scope = |name: &str| only.is_none_or(|o| o == name);
+    next.bridges.retain(|name, b| b.overlay.is_none() || !in_scope(name) || view.networks.contains_key(name));
+    for (name, network) in view.networks.iter().filter(|(name, _)| in_scope(name)) {
         if next.bridges.get(name).is_some_and(|b| b.overlay.is_none()) {
             conflicts.push(Conflict(format!(
                 "overlay network {name} has no bridge here: a bridge of that name is already configured (delete it with `vsctl del-br {name}`)"
@@ -539,6 +567,12 @@ mod tests {
         assert!(view.endpoints.is_empty());
         assert!(view.apply("/other/key", Some(b"x")).is_err());
         assert!(view.apply(&network_key("bad"), Some(b"not json")).is_err());
+        let mut bad = network(42);
+        bad.vni = 1 << 24;
+        assert!(view.apply(&network_key("bad"), Some(&serde_json::to_vec(&bad).unwrap())).is_err());
+        bad = network(42);
+        bad.subnet.network = Ipv4Addr::new(198, 18, 100, 7);
+        assert!(view.apply(&network_key("bad"), Some(&serde_json::to_vec(&bad).unwrap())).is_err());
         assert!(view.apply(&format!("{PREFIX}endpoints/ovl/nope"), Some(b"{}")).is_err());
         assert!(!view.networks.contains_key("bad"));
     }
@@ -581,6 +615,22 @@ mod tests {
         // The network deleted: its bridge goes.
         view.apply(&network_key("ovl"), None).unwrap();
         assert!(reconcile(&after, &view, A).0.bridges.is_empty());
+    }
+
+    #[test]
+    fn a_command_about_one_network_touches_no_other() {
+        let mut view = ClusterView::default();
+        put(&mut view, network_key("red"), network(100));
+        put(&mut view, network_key("blue"), network(200));
+        let (config, _) = reconcile(&Config::default(), &view, A);
+        // Before the first list, the view holds only what the command made.
+        let mut fresh = ClusterView::default();
+        put(&mut fresh, network_key("green"), network(300));
+        let (next, _) = reconcile_only(&config, &fresh, A, Some("green"));
+        assert!(next.bridges.contains_key("red") && next.bridges.contains_key("blue"));
+        assert!(next.bridges.contains_key("green"));
+        let (gone, _) = reconcile_only(&next, &ClusterView::default(), A, Some("red"));
+        assert!(!gone.bridges.contains_key("red") && gone.bridges.contains_key("blue"));
     }
 
     #[test]

@@ -52,7 +52,8 @@ const ALLOCATION_TRIES: u64 = 64;
 /// (Boxed futures: the control plane's reconcile may join a cluster,
 /// which spawns this very loop, and an unboxed future would contain itself.)
 pub trait Reconciler: Send + Sync + 'static {
-    fn reconcile(&self, view: ClusterView) -> BoxFuture<'_, ()>;
+    /// Brings the configuration in line with [`Cluster::view`] as it is then.
+    fn reconcile(&self) -> BoxFuture<'_, ()>;
     fn local_endpoints(&self) -> BoxFuture<'_, Vec<(String, EndpointRecord)>>;
 }
 
@@ -167,7 +168,7 @@ impl Cluster {
         let mut client = self.client.clone();
         let ttl = self.settings.ttl_secs;
         let lease = bounded("lease grant", client.lease_grant(ttl as i64, None)).await?.id();
-        let (mut keeper, mut acks) = bounded("lease keep-alive", client.lease_keep_alive(lease)).await?;
+        let (keeper, acks) = bounded("lease keep-alive", client.lease_keep_alive(lease)).await?;
         *self.lease.lock().expect("lease lock") = lease;
         let host = serde_json::json!({ "vtep": self.local(), "ttl_secs": ttl }).to_string();
         bounded(
@@ -193,28 +194,20 @@ impl Cluster {
             client.watch(PREFIX, Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1))),
         )
         .await?;
-        *self.view.lock().expect("view lock") = view.clone();
+        *self.view.lock().expect("view lock") = view;
         self.set_status(Status::Reachable);
-        control.reconcile(view.clone()).await;
+        control.reconcile().await;
 
-        let every = Duration::from_millis(ttl * 1000 / 3);
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_ack = Instant::now();
+        // The lease is kept alive by a task of its own: a reconcile waiting
+        // for a transaction (which may wait for the store) must not let it
+        // expire.
+        let mut keep_alive = tokio::spawn(keep_lease_alive(keeper, acks, ttl));
+        let _stop = AbortOnDrop(keep_alive.abort_handle());
         loop {
             tokio::select! {
-                _ = tick.tick() => {
-                    if last_ack.elapsed() > Duration::from_secs(ttl) {
-                        return Err(format!("no keep-alive answer for {ttl} s"));
-                    }
-                    bounded("keep-alive", keeper.keep_alive()).await?;
+                ended = &mut keep_alive => {
+                    return Err(ended.unwrap_or_else(|e| format!("the keep-alive task ended: {e}")));
                 }
-                ack = acks.message() => match ack {
-                    Ok(Some(ack)) if ack.ttl() > 0 => last_ack = Instant::now(),
-                    Ok(Some(_)) => return Err("this host's lease expired; publishing again".into()),
-                    Ok(None) => return Err("the keep-alive stream closed".into()),
-                    Err(e) => return Err(format!("keep-alive: {e}")),
-                },
                 message = watch.message() => {
                     let response = message.map_err(|e| format!("watch: {e}"))?.ok_or("the watch closed")?;
                     if response.compact_revision() > 0 {
@@ -224,18 +217,22 @@ impl Cluster {
                         return Err(format!("the store cancelled the watch: {}", response.cancel_reason()));
                     }
                     let mut changed = false;
-                    for event in response.events() {
-                        let Some(kv) = event.kv() else { continue };
-                        let key = String::from_utf8_lossy(kv.key());
-                        let value = (event.event_type() == EventType::Put).then(|| kv.value());
-                        match view.apply(&key, value) {
-                            Ok(()) => changed = true,
-                            Err(ignored) => tracing::warn!(key = %ignored.key, "ignoring a cluster store key: {}", ignored.why),
+                    {
+                        // Applied in place: commands add and remove what
+                        // they created or deleted there too.
+                        let mut view = self.view.lock().expect("view lock");
+                        for event in response.events() {
+                            let Some(kv) = event.kv() else { continue };
+                            let key = String::from_utf8_lossy(kv.key());
+                            let value = (event.event_type() == EventType::Put).then(|| kv.value());
+                            match view.apply(&key, value) {
+                                Ok(()) => changed = true,
+                                Err(ignored) => tracing::warn!(key = %ignored.key, "ignoring a cluster store key: {}", ignored.why),
+                            }
                         }
                     }
                     if changed {
-                        *self.view.lock().expect("view lock") = view.clone();
-                        control.reconcile(view.clone()).await;
+                        control.reconcile().await;
                     }
                 }
             }
@@ -301,13 +298,14 @@ impl Cluster {
 
     /// Records `name` in the store. Without a VNI the lowest free one from
     /// [`FIRST_AUTO_VNI`] is taken; a VNI in use by another network, or a
-    /// name in use with other settings, is refused.
+    /// name in use with other settings, is refused. Returns the network and
+    /// whether this call created it (`false`: `may_exist` found it).
     pub async fn create_network(
         &self,
         name: &str,
         mut network: NetworkRecord,
         may_exist: bool,
-    ) -> Result<NetworkRecord, RpcError> {
+    ) -> Result<(NetworkRecord, bool), RpcError> {
         let key = network_key(name);
         let pick_vni = network.vni == 0;
         for attempt in 0..ALLOCATION_TRIES {
@@ -321,7 +319,7 @@ impl Cluster {
                         && s.mtu == network.mtu
                 });
                 return match stored {
-                    Some(stored) if may_exist && same => Ok(stored),
+                    Some(stored) if may_exist && same => Ok((stored, false)),
                     _ => Err(RpcError::new(
                         ErrorCode::AlreadyExists,
                         format!("an overlay network named {name} already exists (see `vsctl list-overlays`)"),
@@ -347,7 +345,7 @@ impl Cluster {
                 ]);
             if self.txn("create", txn).await? {
                 self.view.lock().expect("view lock").networks.insert(name.to_owned(), network.clone());
-                return Ok(network);
+                return Ok((network, true));
             }
             if !pick_vni {
                 let holder = self.get(vni_key(network.vni), None).await?;
@@ -452,12 +450,15 @@ impl Cluster {
         ))
     }
 
-    /// Gives an address back and withdraws its endpoint.
+    /// Gives an address of this host's back and withdraws its endpoint;
+    /// another host's address is left alone.
     pub async fn release(&self, name: &str, ip: Ipv4Addr) -> Result<(), RpcError> {
-        let txn = Txn::new().and_then([
-            TxnOp::delete(address_key(name, ip), None),
-            TxnOp::delete(endpoint_key(name, ip), None),
-        ]);
+        let ours = serde_json::to_vec(&AddressRecord { host: self.local() }).expect("records serialize");
+        let txn =
+            Txn::new().when([Compare::value(address_key(name, ip), CompareOp::Equal, ours)]).and_then([
+                TxnOp::delete(address_key(name, ip), None),
+                TxnOp::delete(endpoint_key(name, ip), None),
+            ]);
         self.txn("release", txn).await.map(drop)
     }
 
@@ -470,22 +471,67 @@ impl Cluster {
         self.publish_under(lease, name, endpoint).await
     }
 
+    /// Publishes `endpoint` under `lease` if its address is this host's,
+    /// claiming it first if nobody holds it (it was released while this
+    /// host was away). Another host's address is not taken over: the
+    /// endpoint stays unpublished, and the log says why.
     async fn publish_under(&self, lease: i64, name: &str, endpoint: &EndpointRecord) -> Result<(), RpcError> {
         let value = serde_json::to_vec(endpoint).expect("records serialize");
-        let address = serde_json::to_vec(&AddressRecord { host: self.local() }).expect("records serialize");
-        // The address stays this host's: taken again if it was released
-        // while this host was away, left alone if another host has it.
+        let ours = serde_json::to_vec(&AddressRecord { host: self.local() }).expect("records serialize");
         let key = address_key(name, endpoint.ip);
-        let claim = Txn::new()
+        let put =
+            TxnOp::put(endpoint_key(name, endpoint.ip), value, Some(PutOptions::new().with_lease(lease)));
+        let if_ours = Txn::new()
+            .when([Compare::value(key.clone(), CompareOp::Equal, ours.clone())])
+            .and_then([put.clone()]);
+        if self.txn("publish endpoint", if_ours).await? {
+            return Ok(());
+        }
+        let if_free = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, address, None)]);
-        self.txn("claim address", claim).await?;
-        let put = Txn::new().and_then([TxnOp::put(
-            endpoint_key(name, endpoint.ip),
-            value,
-            Some(PutOptions::new().with_lease(lease)),
-        )]);
-        self.txn("publish endpoint", put).await.map(drop)
+            .and_then([TxnOp::put(key, ours, None), put]);
+        if !self.txn("claim address", if_free).await? {
+            tracing::warn!(network = %name, ip = %endpoint.ip, "another host holds this container's address: its endpoint is not published");
+        }
+        Ok(())
+    }
+}
+
+/// Renews the lease every third of its TTL until it fails: the error says why.
+async fn keep_lease_alive(
+    mut keeper: etcd_client::LeaseKeeper,
+    mut acks: etcd_client::LeaseKeepAliveStream,
+    ttl: u64,
+) -> String {
+    let mut tick = tokio::time::interval(Duration::from_millis(ttl * 1000 / 3));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_ack = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if last_ack.elapsed() > Duration::from_secs(ttl) {
+                    return format!("no keep-alive answer for {ttl} s");
+                }
+                if let Err(e) = bounded("keep-alive", keeper.keep_alive()).await {
+                    return e;
+                }
+            }
+            ack = acks.message() => match ack {
+                Ok(Some(ack)) if ack.ttl() > 0 => last_ack = Instant::now(),
+                Ok(Some(_)) => return "this host's lease expired; publishing again".into(),
+                Ok(None) => return "the keep-alive stream closed".into(),
+                Err(e) => return format!("keep-alive: {e}"),
+            },
+        }
+    }
+}
+
+/// Aborts a task when dropped (the session it serves ended).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
