@@ -2,8 +2,9 @@
 //! once: MAC learning with VLAN policies, an isolated port, a gateway and
 //! an uplink for `route`, flows with conntrack, NAT, recirculation,
 //! rewrites, VLAN pushes and tunnel metadata, and a tunnel port whose
-//! frames arrive with random metadata. The tunnel decapsulators and the
-//! offload finisher see the same bytes. Nothing may panic.
+//! frames arrive with random metadata. The tunnel decapsulators, the
+//! offload finisher and software GRO (with what it merges finished again)
+//! see the same bytes. Nothing may panic.
 //!
 //! Input: records of [port/flags byte][length u16][virtio header 12?][frame].
 
@@ -12,6 +13,7 @@
 use libfuzzer_sys::fuzz_target;
 use vswitchd::core::bridge::{Bridge, BridgeSettings, Packet};
 use vswitchd::core::gateway::Gateway;
+use vswitchd::core::gro::{self, Gro};
 use vswitchd::core::offload::{self, Offload, VNET_HDR_LEN};
 use vswitchd::core::tunnel::{decap_frame, decap_gre_packet, decap_vxlan, TunnelMeta};
 use vswitchd::core::vlan::{PortVlan, VlanMode};
@@ -73,6 +75,7 @@ fn bridge() -> Bridge {
 
 fuzz_target!(|data: &[u8]| {
     let mut br = bridge();
+    let mut gro = Gro::default();
     let mut sent: Vec<(u16, Vec<u8>)> = Vec::new();
     let mut now = 0u64;
     let mut rest = data;
@@ -97,6 +100,22 @@ fuzz_target!(|data: &[u8]| {
         let _ = decap_frame(frame, 4789);
         let _ = decap_gre_packet(frame);
         let _ = decap_vxlan(frame);
+        for mss in [Some(usize::from(flags) + 1), None] {
+            if let Some(o) = gro::tunnel_super_frame(frame, mss) {
+                let _ = offload::finish(frame, &o, &mut |_| {});
+            }
+        }
+        if let Some(o) = gro::partial_checksum(frame) {
+            let _ = offload::finish(frame, &o, &mut |_| {});
+        }
+        gro.push(u64::from(flags & 3), frame);
+        if flags & 0x0f == 0 {
+            gro.flush_all();
+        }
+        while let Some(ready) = gro.take_ready() {
+            offload::finish(&ready.frame, &ready.offload, &mut |_| {}).expect("GRO makes frames that finish");
+            gro.recycle(ready.frame);
+        }
         let time = Timestamp::from_millis(now);
         br.tick(time);
         let packet = Packet { data: frame, offload };
