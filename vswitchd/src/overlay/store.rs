@@ -538,9 +538,15 @@ impl Drop for AbortOnDrop {
 fn is_transport(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
-        etcd_client::Error::GRpcStatus(status) => {
-            matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
-        }
+        // A member killed mid-request shows as a broken pipe, which tonic
+        // reports as `Unknown` ("transport error").
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+        ),
         _ => false,
     }
 }
