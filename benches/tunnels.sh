@@ -78,8 +78,10 @@ done
 # ---------------------------------------------------------------- names, cleanup
 
 P="vsbt$$"
-KINDS=(vxlan gre kernel)
-TESTS=(tcp1 tcp4 udp64)
+# TUNNEL_KINDS / TUNNEL_TESTS (space-separated) narrow a run, e.g. to
+# compare one change on vxlan tcp1 against the kernel.
+read -r -a KINDS <<<"${TUNNEL_KINDS:-vxlan gre kernel}"
+read -r -a TESTS <<<"${TUNNEL_TESTS:-tcp1 tcp4 udp64}"
 declare -A TAG=([vxlan]=vx [gre]=gr [kernel]=kv)
 declare -A MTU=([vxlan]=1450 [gre]=1458 [kernel]=1450)
 TMP=$(mktemp -d /tmp/vswitch-tunnels.XXXXXX)
