@@ -1,6 +1,9 @@
 //! vswitchd: a userspace virtual switch in the Open vSwitch style.
 //!
-//! - [`core`]: the sans-IO datapath (parsing, VLANs, MAC learning, bridges).
+//! - [`core`]: the sans-IO datapath (parsing, VLANs, MAC learning, bridges),
+//!   its own crate (`vswitch-core`, in `vswitchd/core/`) so that Cargo keeps
+//!   I/O out of it; re-exported here so that `crate::core::...` and
+//!   `vswitchd::core::...` keep naming it.
 //! - [`config`]: the configuration database, its commands and its file.
 //! - [`ports`]: the port drivers behind one trait.
 //! - [`datapath`]: the forwarding thread that owns bridges and devices.
@@ -14,7 +17,6 @@
 pub mod access;
 pub mod config;
 pub mod control;
-pub mod core;
 pub mod daemon;
 pub mod datapath;
 pub mod memory;
@@ -22,3 +24,5 @@ pub mod nat;
 pub mod netns;
 pub mod overlay;
 pub mod ports;
+
+pub use vswitch_core as core;

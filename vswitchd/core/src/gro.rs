@@ -360,7 +360,7 @@ impl Gro {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::offload::finish;
+    use crate::offload::finish;
     use proptest::prelude::*;
 
     /// A TSO super-frame of `payload` from port `sport`, as a veth hands it

@@ -116,7 +116,7 @@ impl Default for BridgeSettings {
             forward_bpdu: false,
             mac_table_size: DEFAULT_CAPACITY,
             mac_aging_secs: DEFAULT_AGING_SECS,
-            ct_max: crate::core::conntrack::DEFAULT_LIMIT,
+            ct_max: crate::conntrack::DEFAULT_LIMIT,
             gateway: None,
         }
     }
@@ -184,7 +184,7 @@ pub struct Bridge {
     cache: MegaflowCache,
     flows: FlowEntries,
     /// Each flow by (table, priority, match): OpenFlow allows one per place.
-    by_place: HashMap<(u8, u16, crate::core::classifier::Match), RuleId, foldhash::fast::RandomState>,
+    by_place: HashMap<(u8, u16, crate::classifier::Match), RuleId, foldhash::fast::RandomState>,
     /// The `priority=0,actions=NORMAL` rule every bridge starts with, while
     /// it exists; when it is the only rule, frames skip the tables.
     default_rule: Option<RuleId>,
@@ -350,7 +350,7 @@ impl Bridge {
                     let covered = if strict {
                         f.spec.matcher == m.matcher && f.spec.priority == m.priority
                     } else {
-                        (0..crate::core::classifier::WORDS).all(|i| {
+                        (0..crate::classifier::WORDS).all(|i| {
                             f.spec.matcher.mask[i] & m.matcher.mask[i] == m.matcher.mask[i]
                                 && f.spec.matcher.value[i] & m.matcher.mask[i] == m.matcher.value[i]
                         })
@@ -1094,8 +1094,8 @@ impl Bridge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::packet::Mac;
-    use crate::core::vlan::VlanMode;
+    use crate::packet::Mac;
+    use crate::vlan::VlanMode;
 
     const A: Mac = [0x02, 0, 0, 0, 0, 0xa];
     const B: Mac = [0x02, 0, 0, 0, 0, 0xb];
@@ -1306,7 +1306,7 @@ mod tests {
 
     mod flows {
         use super::*;
-        use crate::core::ofctl::parse_flow;
+        use crate::ofctl::parse_flow;
 
         fn ports(name: &str) -> Option<u16> {
             name.strip_prefix('p').and_then(|n| n.parse().ok())
@@ -1580,7 +1580,7 @@ mod tests {
             let mut br = three_ports();
             flow(&mut br, "cookie=0x1201,priority=5,in_port=1,actions=output:2");
             flow(&mut br, "cookie=0x1302,priority=5,in_port=2,actions=output:3");
-            let filter = crate::core::ofctl::parse_match("cookie=0x1200/0xff00", &ports).unwrap();
+            let filter = crate::ofctl::parse_match("cookie=0x1200/0xff00", &ports).unwrap();
             assert_eq!(br.delete_flows(Some(&filter), false), 1);
             let cookies: Vec<u64> = br.flows().map(|(_, f)| f.spec.cookie).collect();
             assert_eq!(cookies, vec![0, 0x1302], "the default flow and the other cookie stay");

@@ -870,7 +870,7 @@ mod tests {
 
     #[test]
     fn ct_actions_and_ct_matches() {
-        use crate::core::conntrack::{state, CtRequest, Nat, NatRange};
+        use crate::conntrack::{state, CtRequest, Nat, NatRange};
         let f = parse("table=1,ct_state=+trk+est-new,ct_zone=5,ct_mark=0x1/0xff,actions=ct(commit,zone=5,table=2,nat(src=198.19.0.1-198.19.0.2:1024-2047),exec(set_field:0x7->ct_mark)),output:2").unwrap();
         assert_eq!(
             (Field::CtState.get(&f.matcher.value), Field::CtState.get(&f.matcher.mask)),

@@ -253,7 +253,7 @@ pub fn dec_ttl(frame: &mut [u8]) -> Result<bool, RewriteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::offload::{finish, Gso};
+    use crate::offload::{finish, Gso};
     use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
     fn udp_frame(payload: &[u8]) -> Vec<u8> {

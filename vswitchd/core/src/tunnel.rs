@@ -562,7 +562,7 @@ mod tests {
         assert_eq!((remote, &header.as_bytes()[4..]), (OTHER, &[0, 0, 0x77, 0][..]));
         let wide = TunnelMeta { id: 0x100_0000, ..meta };
         assert_eq!(encap(&c, &wide), Err(TunnelDrop::KeyTooWide));
-        let mut words = [0; crate::core::classifier::WORDS];
+        let mut words = [0; crate::classifier::WORDS];
         meta.store(&mut words);
         assert_eq!(TunnelMeta::from_words(&words), meta);
     }
