@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use vswitchd::core::bridge::{Bridge, Transmit};
-use vswitchd::core::conntrack::{Conntrack, CtRequest, Nat, NatRange};
-use vswitchd::core::ofctl::parse_flow;
-use vswitchd::core::offload::Offload;
-use vswitchd::core::vlan::PortVlan;
-use vswitchd::core::Timestamp;
+use vswitch_core::bridge::{Bridge, Transmit};
+use vswitch_core::conntrack::{Conntrack, CtRequest, Nat, NatRange};
+use vswitch_core::ofctl::parse_flow;
+use vswitch_core::offload::Offload;
+use vswitch_core::vlan::PortVlan;
+use vswitch_core::Timestamp;
 
 /// Counts the bytes live on the heap, for the per-entry figure.
 struct Counting;

@@ -4,12 +4,12 @@
 //! keys here; throughput is decisions per second on one core.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use vswitchd::core::bridge::{Bridge, Transmit};
-use vswitchd::core::classifier::{Action, Field, Match, MegaflowCache, Tables, Words, WORDS};
-use vswitchd::core::ofctl::FlowSpec;
-use vswitchd::core::offload::Offload;
-use vswitchd::core::vlan::PortVlan;
-use vswitchd::core::Timestamp;
+use vswitch_core::bridge::{Bridge, Transmit};
+use vswitch_core::classifier::{Action, Field, Match, MegaflowCache, Tables, Words, WORDS};
+use vswitch_core::ofctl::FlowSpec;
+use vswitch_core::offload::Offload;
+use vswitch_core::vlan::PortVlan;
+use vswitch_core::Timestamp;
 
 fn key(i: u64) -> Words {
     let mut w = [0; WORDS];

@@ -5,9 +5,9 @@
 //! frames per second on one core.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use vswitchd::core::bridge::Bridge;
-use vswitchd::core::vlan::PortVlan;
-use vswitchd::core::Timestamp;
+use vswitch_core::bridge::Bridge;
+use vswitch_core::vlan::PortVlan;
+use vswitch_core::Timestamp;
 use vswitchd::ports::BATCH_SIZE;
 
 #[path = "common/l2.rs"]

@@ -17,8 +17,8 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use vswitchd::core::vlan::PortVlan;
-use vswitchd::core::Timestamp;
+use vswitch_core::vlan::PortVlan;
+use vswitch_core::Timestamp;
 use vswitchd::ports::BATCH_SIZE;
 
 #[path = "common/l2.rs"]

@@ -4,10 +4,10 @@
 //! received batch (so frames that leave unchanged are queued by reference,
 //! as in the daemon: see `TxQueues::lend`).
 
-use vswitchd::core::bridge::Bridge;
-use vswitchd::core::offload::Offload;
-use vswitchd::core::vlan::PortVlan;
-use vswitchd::core::Timestamp;
+use vswitch_core::bridge::Bridge;
+use vswitch_core::offload::Offload;
+use vswitch_core::vlan::PortVlan;
+use vswitch_core::Timestamp;
 pub use vswitchd::ports::TxQueues as Queues;
 use vswitchd::ports::{PacketBatch, BATCH_SIZE};
 

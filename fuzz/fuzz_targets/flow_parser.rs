@@ -5,10 +5,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vswitchd::core::bridge::Bridge;
-use vswitchd::core::classifier::{Words, WORDS};
-use vswitchd::core::ofctl::{parse_flow, parse_match};
-use vswitchd::core::Timestamp;
+use vswitch_core::bridge::Bridge;
+use vswitch_core::classifier::{Words, WORDS};
+use vswitch_core::ofctl::{parse_flow, parse_match};
+use vswitch_core::Timestamp;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

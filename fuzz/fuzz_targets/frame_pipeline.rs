@@ -11,13 +11,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vswitchd::core::bridge::{Bridge, BridgeSettings, Packet};
-use vswitchd::core::gateway::Gateway;
-use vswitchd::core::gro::{self, Gro};
-use vswitchd::core::offload::{self, Offload, VNET_HDR_LEN};
-use vswitchd::core::tunnel::{decap_frame, decap_gre_packet, decap_vxlan, TunnelMeta};
-use vswitchd::core::vlan::{PortVlan, VlanMode};
-use vswitchd::core::Timestamp;
+use vswitch_core::bridge::{Bridge, BridgeSettings, Packet};
+use vswitch_core::gateway::Gateway;
+use vswitch_core::gro::{self, Gro};
+use vswitch_core::offload::{self, Offload, VNET_HDR_LEN};
+use vswitch_core::tunnel::{decap_frame, decap_gre_packet, decap_vxlan, TunnelMeta};
+use vswitch_core::vlan::{PortVlan, VlanMode};
+use vswitch_core::Timestamp;
 
 const FLOWS: &[&str] = &[
     "priority=100,ip,nw_dst=198.19.9.0/24,actions=ct(commit,zone=1,nat(src=198.19.0.1:1024-1100)),output:3",
@@ -67,7 +67,7 @@ fn bridge() -> Bridge {
         _ => None,
     };
     for flow in FLOWS {
-        let spec = vswitchd::core::ofctl::parse_flow(flow, &ports).expect("the fuzz flows parse");
+        let spec = vswitch_core::ofctl::parse_flow(flow, &ports).expect("the fuzz flows parse");
         br.add_flow(spec, Timestamp::from_millis(0));
     }
     br
