@@ -5,10 +5,10 @@
 //! frames per second on one core.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use vswitch_core::batch::BATCH_SIZE;
 use vswitch_core::bridge::Bridge;
 use vswitch_core::vlan::PortVlan;
 use vswitch_core::Timestamp;
-use vswitchd::ports::BATCH_SIZE;
 
 #[path = "common/l2.rs"]
 mod l2;

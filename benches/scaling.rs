@@ -17,9 +17,9 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use vswitch_core::batch::BATCH_SIZE;
 use vswitch_core::vlan::PortVlan;
 use vswitch_core::Timestamp;
-use vswitchd::ports::BATCH_SIZE;
 
 #[path = "common/l2.rs"]
 mod l2;

@@ -4,12 +4,12 @@
 //! received batch (so frames that leave unchanged are queued by reference,
 //! as in the daemon: see `TxQueues::lend`).
 
+pub use vswitch_core::batch::TxQueues as Queues;
+use vswitch_core::batch::{PacketBatch, BATCH_SIZE};
 use vswitch_core::bridge::Bridge;
 use vswitch_core::offload::Offload;
 use vswitch_core::vlan::PortVlan;
 use vswitch_core::Timestamp;
-pub use vswitchd::ports::TxQueues as Queues;
-use vswitchd::ports::{PacketBatch, BATCH_SIZE};
 
 pub const PORTS: u16 = 4;
 pub const HOSTS: usize = 1000;

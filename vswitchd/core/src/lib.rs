@@ -43,6 +43,7 @@
 //! The test `threads::what_the_crate_documentation_says_may_cross_threads`
 //! keeps that list true.
 
+pub mod batch;
 pub mod bridge;
 pub mod classifier;
 pub mod conntrack;
