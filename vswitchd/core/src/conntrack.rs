@@ -37,6 +37,7 @@
 
 use std::collections::HashMap;
 
+use super::checksum;
 use super::classifier::Field;
 use super::offload::Offload;
 use super::packet::L2Header;
@@ -803,7 +804,7 @@ fn translate_icmp_error(
     frame[quoted + 12..quoted + 16].copy_from_slice(&to.src.to_be_bytes());
     frame[quoted + 16..quoted + 20].copy_from_slice(&to.dst.to_be_bytes());
     frame[quoted + 10..quoted + 12].fill(0);
-    let sum = rewrite::internet_checksum(&frame[quoted..quoted_l4]);
+    let sum = checksum::internet_checksum(&frame[quoted..quoted_l4]);
     frame[quoted + 10..quoted + 12].copy_from_slice(&sum.to_be_bytes());
     if from.proto == PROTO_ICMP {
         // The identifier stays as it was: only addresses change.
@@ -813,7 +814,7 @@ fn translate_icmp_error(
     }
     let end = (l3 + total).max(icmp + 4);
     frame[icmp + 2..icmp + 4].fill(0);
-    let sum = rewrite::internet_checksum(&frame[icmp..end]);
+    let sum = checksum::internet_checksum(&frame[icmp..end]);
     frame[icmp + 2..icmp + 4].copy_from_slice(&sum.to_be_bytes());
 }
 

@@ -12,8 +12,8 @@
 //! caller compares the flow key's `nw_dst` first); a copy of the request
 //! for a reply.
 
+use super::checksum::internet_checksum as checksum;
 use super::packet::{L2Header, Mac};
-use super::rewrite::internet_checksum as checksum;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Gateway {

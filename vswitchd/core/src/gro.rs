@@ -26,7 +26,8 @@
 //! at most [`MAX_FLOWS`] frames held, flushed by the caller at the end of
 //! each receive batch, so nothing waits longer than a batch.
 
-use super::offload::{checksum, fold, get_u16 as get16, Gso, Offload};
+use super::checksum::{checksum, fold, pseudo_header};
+use super::offload::{get_u16 as get16, Gso, Offload};
 use super::packet::L2Header;
 
 /// Flows held at once; the oldest is flushed to make room.
@@ -96,11 +97,7 @@ fn get32(b: &[u8], at: usize) -> u32 {
 
 /// The pseudo-header sum (unfolded) of a TCP/IPv4 segment.
 fn pseudo(frame: &[u8], l3: usize, tcp_len: usize) -> u64 {
-    let mut acc = 6u64 + tcp_len as u64;
-    for at in (l3 + 12..l3 + 20).step_by(2) {
-        acc += u64::from(get16(frame, at));
-    }
-    acc
+    pseudo_header(&frame[l3 + 12..l3 + 20], 6, tcp_len)
 }
 
 /// The segment's headers if it may be merged at all; `None`: pass it.

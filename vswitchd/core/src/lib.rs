@@ -45,6 +45,7 @@
 
 pub mod batch;
 pub mod bridge;
+pub mod checksum;
 pub mod classifier;
 pub mod conntrack;
 pub mod gateway;

@@ -8,6 +8,7 @@
 //! other way round, and changing a port needs nothing (the port is in the
 //! range the offload engine will sum). Both cases are handled here.
 
+use super::checksum::adjust;
 use super::classifier::Field;
 use super::offload::Offload;
 use super::packet::{retag, L2Header, VLAN_TAG_LEN};
@@ -18,41 +19,6 @@ pub enum RewriteError {
     NotApplicable,
     /// The field cannot be rewritten on frames.
     Unsupported,
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
-/// Replaces `old` by `new` (16-bit words) under checksum `sum`. A regular
-/// checksum is the complement of the sum; a partial one is the sum itself.
-fn words(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
-    b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-}
-
-fn adjust(sum: u16, old: &[u8], new: &[u8], partial: bool) -> u16 {
-    let mut acc = u32::from(if partial { sum } else { !sum });
-    for w in words(old) {
-        acc += u32::from(!(w as u16));
-    }
-    for w in words(new) {
-        acc += w;
-    }
-    let s = fold(acc);
-    if partial {
-        s
-    } else {
-        !s
-    }
-}
-
-/// The Internet checksum (RFC 1071) of `bytes`: 0 over a range that
-/// includes a correct checksum field.
-pub fn internet_checksum(bytes: &[u8]) -> u16 {
-    !fold(words(bytes).sum())
 }
 
 fn get16(b: &[u8], at: usize) -> u16 {
@@ -253,6 +219,7 @@ pub fn dec_ttl(frame: &mut [u8]) -> Result<bool, RewriteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checksum::fold;
     use crate::offload::{finish, Gso};
     use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
@@ -325,7 +292,7 @@ mod tests {
         for c in partial[26..34].chunks(2) {
             pseudo += u32::from(u16::from_be_bytes([c[0], c[1]]));
         }
-        put16(&mut partial, l4 + 16, fold(pseudo));
+        put16(&mut partial, l4 + 16, fold(u64::from(pseudo)));
         let mut o = Offload {
             needs_csum: true,
             csum_start: l4 as u16,
