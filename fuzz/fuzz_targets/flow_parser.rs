@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vswitch_core::bridge::Bridge;
-use vswitch_core::classifier::{Words, WORDS};
+use vswitch_core::flow::{Words, WORDS};
 use vswitch_core::ofctl::{parse_flow, parse_match};
 use vswitch_core::Timestamp;
 

@@ -273,7 +273,7 @@ pub enum LiveQuery {
     Megaflows { bridge: String },
     Conntrack { bridge: String },
     FlushConntrack { bridge: String },
-    Trace { bridge: String, key: crate::core::classifier::Words },
+    Trace { bridge: String, key: crate::core::flow::Words },
     Fdb { bridge: String },
     FdbFlush { bridge: Option<String> },
     Stats { bridge: String, port: Option<String> },

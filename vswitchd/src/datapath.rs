@@ -39,8 +39,8 @@ use tokio::sync::oneshot;
 
 use crate::config::{Config, FlowOp, InterfaceConfig};
 use crate::core::bridge::{Bridge, Packet};
-use crate::core::classifier::{format_masked, Words};
 use crate::core::conntrack::{Tuple, PROTO_TCP, PROTO_UDP};
+use crate::core::flow::{format_masked, Words};
 use crate::core::gro::{self, Gro, Verdict};
 use crate::core::ofctl::FlowSpec;
 use crate::core::offload::Offload;

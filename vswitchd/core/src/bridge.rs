@@ -17,10 +17,13 @@
 
 use std::collections::HashMap;
 
-use super::classifier::{format_masked, Action, Field, MegaflowCache, RuleId, Tables, Words};
+use super::actions::Action;
+use super::classifier::{RuleId, Tables};
 use super::conntrack::{Conntrack, CtDrop, CtRequest};
+use super::flow::{format_masked, Field, Words};
 use super::gateway::Gateway;
 use super::mac_learning::{MacTable, DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
+use super::megaflow::MegaflowCache;
 use super::ofctl::FlowSpec;
 use super::offload::Offload;
 use super::packet::{
@@ -184,7 +187,7 @@ pub struct Bridge {
     cache: MegaflowCache,
     flows: FlowEntries,
     /// Each flow by (table, priority, match): OpenFlow allows one per place.
-    by_place: HashMap<(u8, u16, crate::classifier::Match), RuleId, foldhash::fast::RandomState>,
+    by_place: HashMap<(u8, u16, crate::flow::Match), RuleId, foldhash::fast::RandomState>,
     /// The `priority=0,actions=NORMAL` rule every bridge starts with, while
     /// it exists; when it is the only rule, frames skip the tables.
     default_rule: Option<RuleId>,
@@ -350,7 +353,7 @@ impl Bridge {
                     let covered = if strict {
                         f.spec.matcher == m.matcher && f.spec.priority == m.priority
                     } else {
-                        (0..crate::classifier::WORDS).all(|i| {
+                        (0..crate::flow::WORDS).all(|i| {
                             f.spec.matcher.mask[i] & m.matcher.mask[i] == m.matcher.mask[i]
                                 && f.spec.matcher.value[i] & m.matcher.mask[i] == m.matcher.value[i]
                         })

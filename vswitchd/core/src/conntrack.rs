@@ -37,8 +37,9 @@
 
 use std::collections::HashMap;
 
+pub use super::actions::{format_nat, parse_nat, CtRequest, Nat, NatRange};
 use super::checksum;
-use super::classifier::Field;
+use super::flow::Field;
 use super::offload::Offload;
 use super::packet::L2Header;
 use super::rewrite;
@@ -74,95 +75,6 @@ pub struct Tuple {
 impl Tuple {
     pub fn reversed(self) -> Tuple {
         Tuple { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, proto: self.proto }
-    }
-}
-
-/// Addresses `addr_min..=addr_max`, ports `port_min..=port_max` (0..=0:
-/// keep the port unless it collides).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct NatRange {
-    pub addr_min: u32,
-    pub addr_max: u32,
-    pub port_min: u16,
-    pub port_max: u16,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Nat {
-    Src(NatRange),
-    Dst(NatRange),
-}
-
-/// What the `ct` action asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct CtRequest {
-    pub zone: u16,
-    /// Create the entry if the packet starts a connection.
-    pub commit: bool,
-    /// `nat`: translate packets of connections that have a translation.
-    pub nat: bool,
-    /// `nat(src=...)` / `nat(dst=...)`: the translation a committed new
-    /// connection gets.
-    pub nat_range: Option<Nat>,
-    /// `exec(set_field:V/M->ct_mark)` on commit: (value, mask).
-    pub set_mark: Option<(u32, u32)>,
-}
-
-/// `src=A[-B][:P[-Q]]` or `dst=...`, as ovs-ofctl writes a NAT range.
-pub fn format_nat(nat: &Nat) -> String {
-    let (dir, r) = match nat {
-        Nat::Src(r) => ("src", r),
-        Nat::Dst(r) => ("dst", r),
-    };
-    let addr = |a: u32| std::net::Ipv4Addr::from(a).to_string();
-    let mut out = format!("{dir}={}", addr(r.addr_min));
-    if r.addr_max != r.addr_min {
-        out += &format!("-{}", addr(r.addr_max));
-    }
-    if r.port_min != 0 {
-        out += &format!(":{}", r.port_min);
-        if r.port_max != r.port_min {
-            out += &format!("-{}", r.port_max);
-        }
-    }
-    out
-}
-
-/// Parses what [`format_nat`] writes.
-pub fn parse_nat(text: &str) -> Result<Nat, String> {
-    let (dir, range) = text.split_once('=').ok_or("write nat(src=IP[-IP][:PORT[-PORT]]) or nat(dst=...)")?;
-    let (addrs, ports) = match range.split_once(':') {
-        Some((a, p)) => (a, Some(p)),
-        None => (range, None),
-    };
-    let addr = |a: &str| {
-        a.trim()
-            .parse::<std::net::Ipv4Addr>()
-            .map(u32::from)
-            .map_err(|_| format!("'{a}' is not an IPv4 address"))
-    };
-    let (addr_min, addr_max) = match addrs.split_once('-') {
-        Some((a, b)) => (addr(a)?, addr(b)?),
-        None => (addr(addrs)?, addr(addrs)?),
-    };
-    let port = |p: &str| {
-        p.trim().parse::<u16>().ok().filter(|p| *p != 0).ok_or(format!("'{p}' is not a port 1-65535"))
-    };
-    let (port_min, port_max) = match ports {
-        None => (0, 0),
-        Some(p) => match p.split_once('-') {
-            Some((a, b)) => (port(a)?, port(b)?),
-            None => (port(p)?, port(p)?),
-        },
-    };
-    if addr_min > addr_max || port_min > port_max {
-        return Err(format!("the range in '{text}' runs backwards"));
-    }
-    let range = NatRange { addr_min, addr_max, port_min, port_max };
-    match dir.trim() {
-        "src" => Ok(Nat::Src(range)),
-        "dst" => Ok(Nat::Dst(range)),
-        other => Err(format!("nat takes src= or dst=, not '{other}='")),
     }
 }
 

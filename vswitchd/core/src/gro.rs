@@ -140,7 +140,7 @@ fn tcp_checksum_ok(frame: &[u8], l3: usize, l4: usize) -> bool {
 }
 
 /// The offload header for a segment passed through whose TCP checksum is
-/// partial (see [`tcp_checksum_ok`]): the output port, or the software
+/// partial (see `tcp_checksum_ok`): the output port, or the software
 /// that finishes frames for ports without offloads, completes it. `None`:
 /// the frame is what it says it is.
 pub fn partial_checksum(frame: &[u8]) -> Option<Offload> {

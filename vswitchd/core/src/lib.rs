@@ -43,14 +43,17 @@
 //! The test `threads::what_the_crate_documentation_says_may_cross_threads`
 //! keeps that list true.
 
+pub mod actions;
 pub mod batch;
 pub mod bridge;
 pub mod checksum;
 pub mod classifier;
 pub mod conntrack;
+pub mod flow;
 pub mod gateway;
 pub mod gro;
 pub mod mac_learning;
+pub mod masked_map;
 pub mod megaflow;
 pub mod ofctl;
 pub mod offload;

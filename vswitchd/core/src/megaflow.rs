@@ -42,7 +42,10 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::classifier::{masked, mix, random_seed, Action, MaskedMap, RuleId, Tables, Words, PACKET_WORDS};
+use super::actions::Action;
+use super::classifier::{RuleId, Tables};
+use super::flow::{masked, Words, PACKET_WORDS};
+use super::masked_map::{mix, random_seed, MaskedMap};
 use super::Timestamp;
 
 /// A cached decision: its actions and the rules behind them. Shared

@@ -14,7 +14,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::classifier::{Action, Field, Match};
+use super::actions::Action;
+use super::flow::{Field, Match};
 use super::packet::parse_mac;
 
 /// A parsed flow: where it goes, what it matches, what it does.

@@ -19,7 +19,7 @@ use etherparse::{
     ArpPacketSlice, Ipv4HeaderSlice, Ipv6ExtensionsSlice, Ipv6HeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
 };
 
-use super::classifier::{Field, Words, WORDS};
+use super::flow::{Field, Words, WORDS};
 use super::DropReason;
 
 pub type Mac = [u8; 6];

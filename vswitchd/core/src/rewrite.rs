@@ -9,7 +9,7 @@
 //! range the offload engine will sum). Both cases are handled here.
 
 use super::checksum::adjust;
-use super::classifier::Field;
+use super::flow::Field;
 use super::offload::Offload;
 use super::packet::{retag, L2Header, VLAN_TAG_LEN};
 

@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use super::classifier::{Field, Words};
+use super::flow::{Field, Words};
 
 /// IANA's VXLAN port; Linux's old default, 8472, is `options:dst_port=8472`.
 pub const VXLAN_PORT: u16 = 4789;
@@ -562,7 +562,7 @@ mod tests {
         assert_eq!((remote, &header.as_bytes()[4..]), (OTHER, &[0, 0, 0x77, 0][..]));
         let wide = TunnelMeta { id: 0x100_0000, ..meta };
         assert_eq!(encap(&c, &wide), Err(TunnelDrop::KeyTooWide));
-        let mut words = [0; crate::classifier::WORDS];
+        let mut words = [0; crate::flow::WORDS];
         meta.store(&mut words);
         assert_eq!(TunnelMeta::from_words(&words), meta);
     }
