@@ -104,7 +104,7 @@ impl std::fmt::Display for Action {
                 if request.nat {
                     args.push(match request.nat_range {
                         None => "nat".to_owned(),
-                        Some(nat) => format!("nat({})", super::conntrack::format_nat(&nat)),
+                        Some(nat) => format!("nat({})", format_nat(&nat)),
                     });
                 }
                 write!(f, "ct({})", args.join(","))
