@@ -215,7 +215,60 @@ impl BridgeConfig {
     }
 }
 
+/// Flows compiled from a bridge's settings (NAT's, an overlay's ARP
+/// responder), parsed by the control plane so that the forwarding thread
+/// parses nothing: it installs them in place of the flows under their
+/// cookie, and leaves them alone when they are already there.
+#[derive(Debug, Clone)]
+pub struct CompiledFlows {
+    /// The match on the group's cookie (`cookie=C/M`).
+    pub owner: (FlowSpec, bool),
+    /// The flows, their cookies numbered within the group.
+    pub specs: Vec<FlowSpec>,
+}
+
+impl Config {
+    /// Every bridge's compiled flows, by bridge.
+    pub fn compiled_flows(&self) -> BTreeMap<String, Vec<CompiledFlows>> {
+        self.bridges.iter().map(|(name, b)| (name.clone(), b.compiled_flows())).collect()
+    }
+}
+
 impl BridgeConfig {
+    /// NAT's flows and the overlay's ARP responder, each group parsed
+    /// under its cookie. A flow that does not parse is a bug in its
+    /// compiler: it is logged and left out, and the rest still go in.
+    pub fn compiled_flows(&self) -> Vec<CompiledFlows> {
+        let ports = |name: &str| self.ports.get(name).map(|p| p.ofport);
+        let arp = self.overlay.as_ref().map(crate::overlay::arp_responder_flows).unwrap_or_default();
+        let groups = [
+            ((crate::nat::COOKIE, crate::nat::COOKIE_MASK), self.nat_flows()),
+            ((crate::overlay::COOKIE, crate::overlay::COOKIE_MASK), arp),
+        ];
+        groups
+            .into_iter()
+            .map(|((cookie, cookie_mask), flows)| {
+                let owner = parse_match(&format!("cookie={cookie:#x}/{cookie_mask:#x}"), &ports)
+                    .expect("a cookie match parses");
+                let specs = flows
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, text)| match parse_flow(text, &ports) {
+                        Ok(mut spec) => {
+                            spec.cookie = cookie | i as u64;
+                            Some(spec)
+                        }
+                        Err(e) => {
+                            tracing::error!(flow = %text, error = %e, "a compiled flow does not parse");
+                            None
+                        }
+                    })
+                    .collect();
+                CompiledFlows { owner, specs }
+            })
+            .collect()
+    }
+
     /// The flows NAT compiles into; none while the gateway, the out port
     /// or its address is missing.
     pub fn nat_flows(&self) -> Vec<String> {

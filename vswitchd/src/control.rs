@@ -29,7 +29,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::access::{Access, Peer};
 use crate::config::{ClusterConfig, Config, Database, LiveQuery, Outcome};
-use crate::datapath::{Datapath, DatapathHandle, NewDevices, Request as DpRequest};
+use crate::datapath::{Datapath, DatapathHandle, NewDevices};
 use crate::netns;
 use crate::overlay::store::{BoxFuture, Cluster, Reconciler};
 use crate::overlay::{self, EndpointRecord, NetworkRecord};
@@ -234,8 +234,8 @@ impl Control {
             });
             devices.insert((bridge, port), device);
         }
-        let snapshot = Arc::new(config.clone());
-        datapath.call(|done| DpRequest::Reconfigure { config: snapshot, devices, done }).await?;
+        let (snapshot, compiled) = (Arc::new(config.clone()), config.compiled_flows());
+        datapath.run(move |dp| dp.reconfigure(snapshot, compiled, devices)).await?;
         let cluster = config.cluster.clone();
         let control = Arc::new_cyclic(|me| Control {
             config: Mutex::new(config),
@@ -359,7 +359,8 @@ impl Control {
             Method::Transact(t) => serde_json::to_value(self.transact(t.commands, peer).await?),
             Method::Replay(r) => serde_json::to_value(self.replay(r).await?),
             Method::TimeWarp(w) => {
-                self.datapath.call(|done| DpRequest::TimeWarp { msecs: w.msecs, done }).await?;
+                let msecs = w.msecs;
+                self.datapath.run(move |dp| dp.time_warp(msecs)).await?;
                 Ok(Value::Null)
             }
         };
@@ -569,8 +570,8 @@ impl Control {
             Ok(devices)
         })
         .await?;
-        let snapshot = Arc::new(new.clone());
-        self.datapath.call(|done| DpRequest::Reconfigure { config: snapshot, devices, done }).await
+        let (snapshot, compiled) = (Arc::new(new.clone()), new.compiled_flows());
+        self.datapath.run(move |dp| dp.reconfigure(snapshot, compiled, devices)).await
     }
 
     /// Removes, about once a second, container ports whose interface has
@@ -607,61 +608,25 @@ impl Control {
         }
     }
     async fn live(&self, config: &Config, query: LiveQuery) -> Result<CommandResult, RpcError> {
-        let dp = &self.datapath;
-        Ok(match query {
-            LiveQuery::Show => {
-                let errors = dp.call(|done| DpRequest::PortErrors { done }).await?;
-                let mut views = config.views();
+        let mut result = self.datapath.run(move |dp| dp.answer(query)).await?;
+        // What the datapath cannot know: the overlays' state in the
+        // cluster store, and the process's memory.
+        match &mut result {
+            CommandResult::Show(views) => {
                 let mut overlays = self.overlay_views(config);
-                for bridge in &mut views {
+                for bridge in views {
                     if config.bridges.get(&bridge.name).is_some_and(|b| b.overlay.is_some()) {
                         bridge.overlay = overlays
                             .iter()
                             .position(|o| o.name == bridge.name)
                             .map(|i| overlays.swap_remove(i));
                     }
-                    for port in &mut bridge.ports {
-                        port.error = errors.get(&(bridge.name.clone(), port.name.clone())).cloned();
-                    }
                 }
-                CommandResult::Show(views)
             }
-            LiveQuery::Fdb { bridge } => {
-                CommandResult::Fdb(dp.call(|done| DpRequest::Fdb { bridge, done }).await?)
-            }
-            LiveQuery::FdbFlush { bridge } => {
-                dp.call(|done| DpRequest::FdbFlush { bridge, done }).await?;
-                CommandResult::Done
-            }
-            LiveQuery::Flows { bridge, op } => {
-                dp.call(|done| DpRequest::Flows { bridge, op, done }).await?;
-                CommandResult::Done
-            }
-            LiveQuery::DumpFlows { bridge, filter } => {
-                CommandResult::Flows(dp.call(|done| DpRequest::DumpFlows { bridge, filter, done }).await?)
-            }
-            LiveQuery::Trace { bridge, key } => {
-                CommandResult::Values(dp.call(|done| DpRequest::Trace { bridge, key, done }).await?)
-            }
-            LiveQuery::Megaflows { bridge } => {
-                CommandResult::Megaflows(dp.call(|done| DpRequest::Megaflows { bridge, done }).await?)
-            }
-            LiveQuery::Conntrack { bridge } => {
-                CommandResult::Conntrack(dp.call(|done| DpRequest::Conntrack { bridge, done }).await?)
-            }
-            LiveQuery::FlushConntrack { bridge } => {
-                dp.call(|done| DpRequest::FlushConntrack { bridge, done }).await?;
-                CommandResult::Done
-            }
-            LiveQuery::Stats { bridge, port } => {
-                CommandResult::Ports(dp.call(|done| DpRequest::Stats { bridge, port, done }).await?)
-            }
-            LiveQuery::Memory => {
-                let mut view = dp.call(|done| DpRequest::Memory { done }).await?;
-                crate::memory::fill_process_figures(&mut view);
-                CommandResult::Memory(view)
-            }
-        })
+            CommandResult::Memory(view) => crate::memory::fill_process_figures(view),
+            _ => {}
+        }
+        Ok(result)
     }
 
     async fn replay(&self, replay: Replay) -> Result<proto::ReplayReply, RpcError> {
@@ -680,7 +645,7 @@ impl Control {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let (bridge, port) = (replay.bridge, replay.port);
-        self.datapath.call(|done| DpRequest::Inject { bridge, port, frames, done }).await?
+        self.datapath.run(move |dp| dp.inject(&bridge, &port, frames)).await?
     }
 }
 

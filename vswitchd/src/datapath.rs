@@ -3,9 +3,13 @@
 //! per-packet path takes a lock.
 //!
 //! The loop waits in epoll on every device that can receive and on an
-//! eventfd that the control plane signals after queueing a [`Request`]
-//! (a new configuration with the devices opened for it, frames to inject,
-//! a query of live state). It wakes only when there is work: an idle switch
+//! eventfd that the control plane signals after queueing a [`Request`]:
+//! work the thread runs on the datapath, built by
+//! [`DatapathHandle::run`] (a new configuration with the devices opened
+//! and the flows compiled for it, frames to inject, or a [`LiveQuery`],
+//! which [`Datapath::answer`] turns into the command's result; a new
+//! read-only command is one more arm there). Nothing is parsed here: the
+//! control plane sends what it parsed. It wakes only when there is work: an idle switch
 //! costs nothing. Under load, epoll is level-triggered, so a port with more
 //! waiting is reported again at once; each wake takes a few batches from
 //! each ready port, round-robin, so no port starves the others. About once
@@ -32,15 +36,15 @@ use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use proto::{
-    BridgeMemory, ConnView, ErrorCode, FdbEntry, FlowView, MegaflowView, MemoryView, PortStats, ReplayReply,
-    RpcError, TupleView,
+    BridgeMemory, CommandResult, ConnView, ErrorCode, FdbEntry, FlowView, MegaflowView, MemoryView,
+    PortStats, ReplayReply, RpcError, TupleView,
 };
 use tokio::sync::oneshot;
 
-use crate::config::{Config, FlowOp, InterfaceConfig};
+use crate::config::{CompiledFlows, Config, FlowOp, InterfaceConfig, LiveQuery};
 use crate::core::bridge::{Bridge, Packet};
 use crate::core::conntrack::{Tuple, PROTO_TCP, PROTO_UDP};
-use crate::core::flow::{format_masked, Words};
+use crate::core::flow::format_masked;
 use crate::core::gro::{self, Gro, Verdict};
 use crate::core::ofctl::FlowSpec;
 use crate::core::offload::Offload;
@@ -49,8 +53,6 @@ use crate::core::tunnel::{
     decap_gre_packet, decap_vxlan, Decapsulated, Endpoint, TunnelKind, TunnelMap, TunnelMeta,
 };
 use crate::core::{DropReason, Timestamp};
-use crate::nat;
-use crate::overlay;
 use crate::ports::tunnel::{TunnelRx, TunnelSocket};
 use crate::ports::{PacketBatch, PortDevice, TxQueues, BATCH_SIZE};
 
@@ -84,69 +86,12 @@ const COALESCE_ABOVE: usize = 8;
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 const WAKE_TOKEN: u64 = u64::MAX;
 
-pub enum Request {
-    Reconfigure {
-        config: Arc<Config>,
-        devices: NewDevices,
-        done: oneshot::Sender<()>,
-    },
-    Inject {
-        bridge: String,
-        port: String,
-        frames: Vec<Vec<u8>>,
-        done: oneshot::Sender<Result<ReplayReply, RpcError>>,
-    },
-    TimeWarp {
-        msecs: u64,
-        done: oneshot::Sender<()>,
-    },
-    PortErrors {
-        done: oneshot::Sender<PortErrors>,
-    },
-    Fdb {
-        bridge: String,
-        done: oneshot::Sender<Vec<FdbEntry>>,
-    },
-    FdbFlush {
-        bridge: Option<String>,
-        done: oneshot::Sender<()>,
-    },
-    Stats {
-        bridge: String,
-        port: Option<String>,
-        done: oneshot::Sender<Vec<PortStats>>,
-    },
-    Flows {
-        bridge: String,
-        op: FlowOp,
-        done: oneshot::Sender<()>,
-    },
-    DumpFlows {
-        bridge: String,
-        filter: Option<(FlowSpec, bool)>,
-        done: oneshot::Sender<Vec<FlowView>>,
-    },
-    Megaflows {
-        bridge: String,
-        done: oneshot::Sender<Vec<MegaflowView>>,
-    },
-    Conntrack {
-        bridge: String,
-        done: oneshot::Sender<Vec<ConnView>>,
-    },
-    FlushConntrack {
-        bridge: String,
-        done: oneshot::Sender<()>,
-    },
-    Trace {
-        bridge: String,
-        key: Words,
-        done: oneshot::Sender<Vec<String>>,
-    },
-    Memory {
-        done: oneshot::Sender<MemoryView>,
-    },
-}
+/// Work for the forwarding thread, run between batches with the datapath
+/// to itself: the one way the control plane reads or changes live state
+/// (see [`DatapathHandle::run`]). Requests run in the order they were
+/// sent, which is what makes a replay acknowledged only once every frame
+/// has been switched.
+pub type Request = Box<dyn FnOnce(&mut Datapath) + Send>;
 
 struct PortRuntime {
     ofport: u16,
@@ -226,6 +171,12 @@ pub struct Datapath {
     /// (bridge, port, tunnel metadata) its tags stand for in one batch.
     gro: Gro,
     gro_origins: Vec<(String, u16, TunnelMeta)>,
+    /// Set when devices came or went, so that the loop brings its epoll
+    /// set up to date.
+    devices_changed: bool,
+    /// The configuration running: the last one [`Datapath::reconfigure`]
+    /// was given.
+    config: Arc<Config>,
 }
 
 impl Default for Datapath {
@@ -240,6 +191,8 @@ impl Default for Datapath {
             tunnel_rx: None,
             gro: Gro::default(),
             gro_origins: Vec::new(),
+            devices_changed: false,
+            config: Arc::default(),
         }
     }
 }
@@ -255,8 +208,15 @@ impl Datapath {
 
     /// Makes the running state match `config`, installing the devices that
     /// were opened for it, then receives what new devices already hold.
-    pub fn reconfigure(&mut self, config: &Config, mut devices: NewDevices) {
+    pub fn reconfigure(
+        &mut self,
+        config: Arc<Config>,
+        mut compiled: BTreeMap<String, Vec<CompiledFlows>>,
+        mut devices: NewDevices,
+    ) {
         let now = self.now();
+        self.devices_changed = true;
+        self.config = config.clone();
         self.bridges.retain(|name, _| config.bridges.contains_key(name));
         for (bname, bconfig) in &config.bridges {
             let runtime = self.bridges.entry(bname.clone()).or_insert_with(|| BridgeRuntime {
@@ -297,16 +257,9 @@ impl Datapath {
                 Some((crate::core::packet::parse_mac(&r.mac)?, bconfig.ports.get(&r.port)?.ofport))
             });
             runtime.core.set_remote_endpoints(remote);
-            let nat = bconfig.nat_flows();
-            install_compiled_flows(&mut runtime.core, bconfig, (nat::COOKIE, nat::COOKIE_MASK), &nat, now);
-            let arp = bconfig.overlay.as_ref().map(overlay::arp_responder_flows).unwrap_or_default();
-            install_compiled_flows(
-                &mut runtime.core,
-                bconfig,
-                (overlay::COOKIE, overlay::COOKIE_MASK),
-                &arp,
-                now,
-            );
+            for group in compiled.remove(bname).unwrap_or_default() {
+                install_compiled_flows(&mut runtime.core, group, now);
+            }
         }
         self.map_tunnels();
         self.drain_all();
@@ -728,60 +681,48 @@ impl Datapath {
         MemoryView { packet_buffers: (devices + queues) as u64, bridges, ..MemoryView::default() }
     }
 
-    fn handle(&mut self, request: Request) {
-        // A requester that went away no longer wants the answer.
-        match request {
-            Request::Reconfigure { config, devices, done } => {
-                self.reconfigure(&config, devices);
-                let _ = done.send(());
+    /// Answers a live query (what a read of live state or a flow change
+    /// asks of the forwarding thread). `show` and `memory-show` also need
+    /// the control plane's state, which it adds to this answer.
+    pub fn answer(&mut self, query: LiveQuery) -> CommandResult {
+        match query {
+            LiveQuery::Show => {
+                let errors = self.port_errors();
+                let mut views = self.config.views();
+                for bridge in &mut views {
+                    for port in &mut bridge.ports {
+                        port.error = errors.get(&(bridge.name.clone(), port.name.clone())).cloned();
+                    }
+                }
+                CommandResult::Show(views)
             }
-            Request::Inject { bridge, port, frames, done } => {
-                let _ = done.send(self.inject(&bridge, &port, frames));
-            }
-            Request::TimeWarp { msecs, done } => {
-                self.time_warp(msecs);
-                let _ = done.send(());
-            }
-            Request::PortErrors { done } => {
-                let _ = done.send(self.port_errors());
-            }
-            Request::Fdb { bridge, done } => {
-                let _ = done.send(self.fdb(&bridge));
-            }
-            Request::FdbFlush { bridge, done } => {
+            LiveQuery::Fdb { bridge } => CommandResult::Fdb(self.fdb(&bridge)),
+            LiveQuery::FdbFlush { bridge } => {
                 self.fdb_flush(bridge.as_deref());
-                let _ = done.send(());
+                CommandResult::Done
             }
-            Request::Stats { bridge, port, done } => {
-                let _ = done.send(self.stats(&bridge, port.as_deref()));
-            }
-            Request::Flows { bridge, op, done } => {
+            LiveQuery::Flows { bridge, op } => {
                 self.flow_op(&bridge, op);
-                let _ = done.send(());
+                CommandResult::Done
             }
-            Request::DumpFlows { bridge, filter, done } => {
-                let _ = done.send(self.dump_flows(&bridge, filter.as_ref()));
+            LiveQuery::DumpFlows { bridge, filter } => {
+                CommandResult::Flows(self.dump_flows(&bridge, filter.as_ref()))
             }
-            Request::Megaflows { bridge, done } => {
-                let _ = done.send(self.megaflows(&bridge));
+            LiveQuery::Trace { bridge, key } => {
+                let now = self.now();
+                let lines = self.bridges.get(&bridge).map(|rt| rt.core.trace(&key, now)).unwrap_or_default();
+                CommandResult::Values(lines)
             }
-            Request::Conntrack { bridge, done } => {
-                let _ = done.send(self.conntrack(&bridge));
-            }
-            Request::FlushConntrack { bridge, done } => {
+            LiveQuery::Megaflows { bridge } => CommandResult::Megaflows(self.megaflows(&bridge)),
+            LiveQuery::Conntrack { bridge } => CommandResult::Conntrack(self.conntrack(&bridge)),
+            LiveQuery::FlushConntrack { bridge } => {
                 if let Some(runtime) = self.bridges.get_mut(&bridge) {
                     runtime.core.flush_conntrack();
                 }
-                let _ = done.send(());
+                CommandResult::Done
             }
-            Request::Memory { done } => {
-                let _ = done.send(self.memory());
-            }
-            Request::Trace { bridge, key, done } => {
-                let now = self.now();
-                let lines = self.bridges.get(&bridge).map(|rt| rt.core.trace(&key, now)).unwrap_or_default();
-                let _ = done.send(lines);
-            }
+            LiveQuery::Stats { bridge, port } => CommandResult::Ports(self.stats(&bridge, port.as_deref())),
+            LiveQuery::Memory => CommandResult::Memory(self.memory()),
         }
     }
 
@@ -868,8 +809,8 @@ fn run(inbox: Receiver<Request>, wake: Arc<EventFd>) {
         loop {
             match inbox.try_recv() {
                 Ok(request) => {
-                    changed |= matches!(request, Request::Reconfigure { .. });
-                    datapath.handle(request);
+                    request(&mut datapath);
+                    changed |= std::mem::take(&mut datapath.devices_changed);
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
@@ -947,11 +888,19 @@ impl DatapathHandle {
         Ok((DatapathHandle { requests, wake }, thread))
     }
 
-    /// Sends a request built around a reply channel and awaits the reply.
-    pub async fn call<T>(&self, build: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, RpcError> {
+    /// Runs `work` on the forwarding thread, between batches, and awaits
+    /// what it returns.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Datapath) -> T + Send + 'static,
+    ) -> Result<T, RpcError> {
         let (done, reply) = oneshot::channel();
         let gone = || RpcError::new(ErrorCode::Internal, "the datapath thread has stopped; restart vswitchd");
-        self.requests.send(build(done)).map_err(|_| gone())?;
+        let request: Request = Box::new(move |datapath| {
+            // A requester that went away no longer wants the answer.
+            let _ = done.send(work(datapath));
+        });
+        self.requests.send(request).map_err(|_| gone())?;
         let _ = self.wake.write(1);
         reply.await.map_err(|_| gone())
     }
@@ -966,29 +915,11 @@ impl Drop for DatapathHandle {
     }
 }
 
-/// Makes the bridge's flows under `cookie` (NAT's, an overlay's) the ones
-/// its settings compile into, `flows`, touching nothing when they already
-/// are, so their counters survive unrelated changes.
-fn install_compiled_flows(
-    core: &mut Bridge,
-    config: &crate::config::BridgeConfig,
-    (cookie, cookie_mask): (u64, u64),
-    flows: &[String],
-    now: Timestamp,
-) {
-    let ports = |name: &str| config.ports.get(name).map(|p| p.ofport);
-    let mut wanted = Vec::new();
-    for (i, text) in flows.iter().enumerate() {
-        match crate::core::ofctl::parse_flow(text, &ports) {
-            Ok(mut spec) => {
-                spec.cookie = cookie | i as u64;
-                wanted.push(spec);
-            }
-            Err(e) => tracing::error!(flow = %text, error = %e, "a compiled flow does not parse"),
-        }
-    }
-    let filter = crate::core::ofctl::parse_match(&format!("cookie={cookie:#x}/{cookie_mask:#x}"), &ports)
-        .expect("a cookie match parses");
+/// Makes the bridge's flows under a compiled group's cookie (NAT's, an
+/// overlay's) the group's, touching nothing when they already are, so
+/// their counters survive unrelated changes.
+fn install_compiled_flows(core: &mut Bridge, group: CompiledFlows, now: Timestamp) {
+    let CompiledFlows { owner: filter, specs: wanted } = group;
     let installed: Vec<(u64, String)> = core
         .select(Some(&filter), false)
         .into_iter()
