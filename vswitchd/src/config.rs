@@ -199,8 +199,6 @@ impl InterfaceConfig {
     }
 }
 
-pub const INTERFACE_TYPES: [&str; 6] = ["system", "internal", "tap", "pcap", "vxlan", "gre"];
-
 impl BridgeConfig {
     /// The datapath settings from `other_config`, which `set` validated.
     pub fn settings(&self) -> BridgeSettings {
@@ -1003,12 +1001,12 @@ impl Config {
                 match (column.as_str(), key) {
                     ("type", None) => {
                         let t = unquote(&value);
-                        if !INTERFACE_TYPES.contains(&t.as_str()) {
+                        if !crate::ports::interface_types().any(|known| known == t) {
                             return Err(err(
                                 ErrorCode::InvalidValue,
                                 format!(
                                     "unknown interface type {t:?}: use one of {}",
-                                    INTERFACE_TYPES.join(", ")
+                                    crate::ports::interface_types().collect::<Vec<_>>().join(", ")
                                 ),
                             ));
                         }

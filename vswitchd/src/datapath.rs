@@ -522,11 +522,11 @@ impl Datapath {
                 let device_drops = device.map(|d| d.device_drops()).unwrap_or_default();
                 let link_lost = device.map_or(0, |d| d.link_lost());
                 let mut rx_device_drops = 0;
-                for (reason, n) in device_drops.into_iter().filter(|(_, n)| *n > 0) {
-                    if reason.starts_with("rx_") {
+                for (drop, n) in device_drops.into_iter().filter(|(_, n)| *n > 0) {
+                    if drop.is_port_receive() {
                         rx_device_drops += n;
                     }
-                    drop_reasons.insert(reason.to_owned(), n);
+                    drop_reasons.insert(drop.name().to_owned(), n);
                 }
                 let malformed = Malformation::ALL
                     .iter()

@@ -35,7 +35,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::rx_ring::RxRing;
 use super::sys;
-use super::{Frames, PacketBatch, PortDevice, BATCH_SIZE};
+use super::{DeviceDrop, Frames, PacketBatch, PortDevice, BATCH_SIZE};
 use crate::core::offload::{Offload, VNET_HDR_LEN};
 
 /// A GSO frame is at most 64 KiB; its VLAN tag may be restored.
@@ -488,12 +488,12 @@ impl PortDevice for AfPacket {
         self.link_lost
     }
 
-    fn device_drops(&self) -> Vec<(&'static str, u64)> {
+    fn device_drops(&self) -> Vec<(DeviceDrop, u64)> {
         vec![
-            ("rx_truncated", self.drops.truncated),
-            ("rx_bad_offload", self.drops.bad_offload),
-            ("tx_too_big", self.drops.tx_too_big),
-            ("rx_queue_full", self.drops.ring_full),
+            (DeviceDrop::RxTruncated, self.drops.truncated),
+            (DeviceDrop::RxBadOffload, self.drops.bad_offload),
+            (DeviceDrop::TxTooBig, self.drops.tx_too_big),
+            (DeviceDrop::RxQueueFull, self.drops.ring_full),
         ]
     }
 }

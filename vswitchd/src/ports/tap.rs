@@ -14,7 +14,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{sys, Frames, PacketBatch, PortDevice, BATCH_SIZE};
+use super::{sys, DeviceDrop, Frames, PacketBatch, PortDevice, BATCH_SIZE};
 use crate::core::offload::{Offload, VNET_HDR_LEN};
 
 const SLOT: usize = VNET_HDR_LEN + 65_536;
@@ -145,7 +145,7 @@ impl PortDevice for Tap {
         self.fd.as_ref().map(AsRawFd::as_raw_fd)
     }
 
-    fn device_drops(&self) -> Vec<(&'static str, u64)> {
-        vec![("rx_bad_offload", self.bad_offload)]
+    fn device_drops(&self) -> Vec<(DeviceDrop, u64)> {
+        vec![(DeviceDrop::RxBadOffload, self.bad_offload)]
     }
 }

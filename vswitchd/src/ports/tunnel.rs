@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::sys;
-use super::{device_error, Frames, PacketBatch, PortDevice, BATCH_SIZE};
+use super::{device_error, DeviceDrop, Frames, PacketBatch, PortDevice, BATCH_SIZE};
 use crate::config::InterfaceConfig;
 use crate::core::offload;
 use crate::core::tunnel::{encap, Endpoint, TunnelConfig, TunnelDrop, TunnelKind, IPPROTO_GRE};
@@ -540,18 +540,20 @@ impl PortDevice for TunnelPort {
         Some((&self.socket, &self.config))
     }
 
-    fn device_drops(&self) -> Vec<(&'static str, u64)> {
+    fn device_drops(&self) -> Vec<(DeviceDrop, u64)> {
         // Receive drops are the endpoint's (a packet for no port belongs to
         // none), shown on each of its ports; they are not in `rx_packets`.
-        let mut drops: Vec<(&'static str, u64)> = TunnelDrop::ALL
+        let mut drops: Vec<(DeviceDrop, u64)> = TunnelDrop::ALL
             .iter()
             .map(|d| match d {
-                TunnelDrop::NoRemote | TunnelDrop::KeyTooWide => (d.name(), self.tx_drops[d.index()]),
-                _ => (d.name(), self.socket.dropped(*d)),
+                TunnelDrop::NoRemote | TunnelDrop::KeyTooWide => {
+                    (DeviceDrop::Tunnel(*d), self.tx_drops[d.index()])
+                }
+                _ => (DeviceDrop::Tunnel(*d), self.socket.dropped(*d)),
             })
             .collect();
-        drops.push(("tx_bad_offload", self.tx_bad_offload));
-        drops.push(("tx_tunnel_refused", self.tx_refused));
+        drops.push((DeviceDrop::TxBadOffload, self.tx_bad_offload));
+        drops.push((DeviceDrop::TxTunnelRefused, self.tx_refused));
         drops
     }
 }
