@@ -2,11 +2,14 @@
 //! syntax is parsed into these by `ofctl` and printed back by their
 //! `Display`), with the arguments of `ct(...)` and its NAT ranges.
 //!
-//! Translation (`classifier::Tables::translate`) spends the actions that
-//! only steer the pipeline (resubmit, goto_table, register writes, `load`
-//! and `move` become `SetField`) and leaves, in a decision, the ones the
-//! executor applies to the frame. Depends only on the flow key ([`Field`]);
-//! plain data, `Send` and `Sync`.
+//! Two types, as OVS has OpenFlow actions and datapath actions: [`Action`]
+//! is what a rule says; [`DpAction`] is what a cached decision holds and
+//! the executor applies. Translation (`classifier::Tables::translate`)
+//! spends the actions that only steer the pipeline (resubmit, goto_table,
+//! register and metadata writes; `load` and `move` become `SetField`) and
+//! turns the rest into `DpAction`s, so the executor and the caches never
+//! see an action they could not run. Depends only on the flow key
+//! ([`Field`]); plain data, `Send` and `Sync`.
 
 use crate::flow::Field;
 
@@ -55,6 +58,84 @@ pub enum Action {
     DecTtl,
     Resubmit(u8),
     GotoTable(u8),
+}
+
+/// What a cached decision holds and the executor applies to a frame, in
+/// order: the actions that touch the frame or its path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DpAction {
+    Output(u16),
+    /// NORMAL, evaluated per packet (the MAC table changes on its own).
+    Normal,
+    /// The router, evaluated per packet (the ARP cache changes on its own).
+    Route,
+    Flood,
+    All,
+    InPort,
+    /// A frame field, or the tunnel metadata a tunnel port sends with,
+    /// takes this value.
+    SetField(Field, u64),
+    PushVlan(u16),
+    DecTtl,
+    /// Through the connection tracker; with `table`, the packet then goes
+    /// on from that table (recirculation) while this list goes on too.
+    Ct {
+        request: CtRequest,
+        table: Option<u8>,
+    },
+}
+
+impl DpAction {
+    /// The datapath action a rule's action becomes, if it is one the
+    /// executor runs; `None` for those translation spends (resubmit,
+    /// goto_table, `load` and `move`, which it turns into `SetField`).
+    pub fn from_rule(action: &Action) -> Option<DpAction> {
+        Some(match *action {
+            Action::Output(port) => DpAction::Output(port),
+            Action::Normal => DpAction::Normal,
+            Action::Route => DpAction::Route,
+            Action::Flood => DpAction::Flood,
+            Action::All => DpAction::All,
+            Action::InPort => DpAction::InPort,
+            Action::SetField(field, value) => DpAction::SetField(field, value),
+            Action::PushVlan(tpid) => DpAction::PushVlan(tpid),
+            Action::DecTtl => DpAction::DecTtl,
+            Action::Ct { request, table } => DpAction::Ct { request, table },
+            Action::Load { .. } | Action::Move { .. } | Action::Resubmit(_) | Action::GotoTable(_) => {
+                return None
+            }
+        })
+    }
+
+    /// The same action as a rule would write it.
+    pub fn to_rule(&self) -> Action {
+        match *self {
+            DpAction::Output(port) => Action::Output(port),
+            DpAction::Normal => Action::Normal,
+            DpAction::Route => Action::Route,
+            DpAction::Flood => Action::Flood,
+            DpAction::All => Action::All,
+            DpAction::InPort => Action::InPort,
+            DpAction::SetField(field, value) => Action::SetField(field, value),
+            DpAction::PushVlan(tpid) => Action::PushVlan(tpid),
+            DpAction::DecTtl => Action::DecTtl,
+            DpAction::Ct { request, table } => Action::Ct { request, table },
+        }
+    }
+}
+
+/// A decision reads as the rule actions it runs (`ofproto/trace`'s "Final
+/// actions", `dump-megaflows`), and compares equal to them.
+impl std::fmt::Display for DpAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_rule().fmt(f)
+    }
+}
+
+impl PartialEq<Action> for DpAction {
+    fn eq(&self, other: &Action) -> bool {
+        DpAction::from_rule(other).as_ref() == Some(self)
+    }
 }
 
 /// `FIELD[a..b]` in ovs-ofctl's notation (`FIELD[]` for all of it).

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use super::actions::Action;
+use super::actions::{Action, DpAction};
 use super::classifier::{RuleId, Tables};
 use super::conntrack::{Conntrack, CtDrop, CtRequest};
 use super::flow::{format_masked, Field, Words};
@@ -421,7 +421,7 @@ impl Bridge {
         }
         let in_port = Field::InPort.get(key) as u16;
         for action in &decision.actions {
-            if *action == Action::Normal {
+            if *action == DpAction::Normal {
                 lines.push(self.explain_normal(key, in_port, now));
             }
         }
@@ -748,7 +748,7 @@ impl Bridge {
         origin: Origin,
         packet: Packet,
         l2: &L2Header,
-        actions: &[Action],
+        actions: &[DpAction],
         tx: &mut impl Transmit,
     ) -> Result<u16, DropReason> {
         let Origin { now, in_port, .. } = origin;
@@ -770,11 +770,11 @@ impl Bridge {
             match action {
                 // Tunnel metadata is what tunnel ports send with; nothing
                 // in the frame changes.
-                Action::SetField(Field::TunId, id) => self.tunnel.id = *id,
-                Action::SetField(Field::TunSrc, ip) => self.tunnel.src = *ip as u32,
-                Action::SetField(Field::TunDst, ip) => self.tunnel.dst = *ip as u32,
-                Action::SetField(field, _) if !field.in_frame() => {}
-                Action::SetField(field, value) => {
+                DpAction::SetField(Field::TunId, id) => self.tunnel.id = *id,
+                DpAction::SetField(Field::TunSrc, ip) => self.tunnel.src = *ip as u32,
+                DpAction::SetField(Field::TunDst, ip) => self.tunnel.dst = *ip as u32,
+                DpAction::SetField(field, _) if !field.in_frame() => {}
+                DpAction::SetField(field, value) => {
                     let frame = own_copy(&mut copy, &mut self.rewritten, packet.data);
                     // A rewrite that does not apply (mod_nw_src on ARP) is
                     // skipped, as OVS skips actions whose prerequisites fail.
@@ -782,32 +782,32 @@ impl Bridge {
                         reparsed = L2Header::parse(frame).ok();
                     }
                 }
-                Action::Output(port) if *port != in_port => {
+                DpAction::Output(port) if *port != in_port => {
                     outputs += u16::from(self.raw_output(*port, &current, tx))
                 }
-                Action::Output(_) => {}
-                Action::InPort => outputs += u16::from(self.raw_output(in_port, &current, tx)),
-                Action::Flood | Action::All => {
+                DpAction::Output(_) => {}
+                DpAction::InPort => outputs += u16::from(self.raw_output(in_port, &current, tx)),
+                DpAction::Flood | DpAction::All => {
                     for port in 1..self.ports.len() as u16 {
                         if port != in_port {
                             outputs += u16::from(self.raw_output(port, &current, tx));
                         }
                     }
                 }
-                Action::Route => match self.route(now, &current, tx) {
+                DpAction::Route => match self.route(now, &current, tx) {
                     Ok(n) => {
                         outputs += n;
                         parked |= n == 0;
                     }
                     Err(reason) => normal_drop = Some(reason),
                 },
-                Action::Normal => {
+                DpAction::Normal => {
                     match self.normal(now, in_port, &current, reparsed.as_ref().unwrap_or(l2), tx) {
                         Ok(n) => outputs += n,
                         Err(reason) => normal_drop = Some(reason),
                     }
                 }
-                Action::DecTtl => {
+                DpAction::DecTtl => {
                     let frame = own_copy(&mut copy, &mut self.rewritten, packet.data);
                     if rewrite::dec_ttl(frame) == Ok(false) {
                         self.rewritten = copy.unwrap_or_default();
@@ -815,13 +815,13 @@ impl Bridge {
                         return if outputs > 0 { Ok(outputs) } else { Err(DropReason::TtlExpired) };
                     }
                 }
-                Action::PushVlan(tpid) => {
+                DpAction::PushVlan(tpid) => {
                     let frame = own_copy(&mut copy, &mut self.rewritten, packet.data);
                     if rewrite::push_vlan(frame, &mut offload, *tpid).is_ok() {
                         reparsed = L2Header::parse(frame).ok();
                     }
                 }
-                Action::Ct { request, table } => {
+                DpAction::Ct { request, table } => {
                     let frame = own_copy(&mut copy, &mut self.rewritten, packet.data);
                     match self.ct(origin, frame, &mut offload, request, *table, tx) {
                         CtOutcome::Refused(reason) => {
@@ -836,8 +836,6 @@ impl Bridge {
                     }
                     reparsed = copy.as_deref().and_then(|f| L2Header::parse(f).ok());
                 }
-                // Spent during translation: never in a decision.
-                Action::Load { .. } | Action::Move { .. } | Action::Resubmit(_) | Action::GotoTable(_) => {}
             }
         }
         if let Some(frame) = copy {

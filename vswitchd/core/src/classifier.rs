@@ -26,7 +26,7 @@
 
 use std::collections::HashMap as StdHashMap;
 
-use super::actions::Action;
+use super::actions::{Action, DpAction};
 use super::flow::{Field, Match, Words, WORDS};
 use super::masked_map::MaskedMap;
 
@@ -155,7 +155,7 @@ pub struct Decision {
     /// rewrites as `SetField`, `PushVlan`, `DecTtl`, and `SetField(TunId)`
     /// for tunnel outputs. Register and metadata writes were spent during
     /// translation.
-    pub actions: Vec<Action>,
+    pub actions: Vec<DpAction>,
     /// The rules that matched on the way, for their counters.
     pub rules: Vec<RuleId>,
     pub wildcards: Words,
@@ -293,11 +293,11 @@ impl Tables {
                     let merged = (dst.get(key) & !mask) | ((value << dst_shift) & mask);
                     write_field(key, d, *dst, merged, !mask & dst.full_mask());
                 }
-                Action::PushVlan(_) => {
+                Action::PushVlan(tpid) => {
                     // The new tag copies the old one's VID and priority.
                     Field::VlanTci.widen(&mut d.wildcards, 0xffff);
                     Field::VlanTci.set(key, Field::VlanTci.get(key) | 0x1000);
-                    d.actions.push(action.clone());
+                    d.actions.push(DpAction::PushVlan(*tpid));
                 }
                 Action::Resubmit(t) => self.run_table(*t, key, d, depth + 1, trace),
                 Action::GotoTable(t) => {
@@ -306,7 +306,7 @@ impl Tables {
                     }
                     return;
                 }
-                other => d.actions.push(other.clone()),
+                other => d.actions.extend(DpAction::from_rule(other)),
             }
         }
     }
@@ -321,7 +321,7 @@ fn write_field(key: &mut Words, d: &mut Decision, field: Field, value: u64, kept
         if kept != 0 {
             field.widen(&mut d.wildcards, kept);
         }
-        d.actions.push(Action::SetField(field, value));
+        d.actions.push(DpAction::SetField(field, value));
     }
     field.set(key, value);
 }
@@ -356,7 +356,7 @@ mod tests {
         t.add(0, 0, Match::default(), vec![Action::Normal]);
         let drop_subnet = Match::default().with(Field::NwSrc, 0xc612_0100, prefix(24));
         let acl = t.add(0, 100, drop_subnet, vec![]);
-        assert_eq!(t.translate(&key(1, 0xc612_0105, 0, 80)).actions, vec![]);
+        assert_eq!(t.translate(&key(1, 0xc612_0105, 0, 80)).actions, Vec::<DpAction>::new());
         assert_eq!(t.translate(&key(1, 0xc612_0205, 0, 80)).actions, vec![Action::Normal]);
         t.remove(acl);
         assert_eq!(t.translate(&key(1, 0xc612_0105, 0, 80)).actions, vec![Action::Normal]);

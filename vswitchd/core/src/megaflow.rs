@@ -42,7 +42,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::actions::Action;
+use super::actions::DpAction;
 use super::classifier::{RuleId, Tables};
 use super::flow::{masked, Words, PACKET_WORDS};
 use super::masked_map::{mix, random_seed, MaskedMap};
@@ -54,7 +54,7 @@ use super::Timestamp;
 pub struct Cached {
     /// The megaflow's key, masked: what the last-hit check compares.
     masked: Words,
-    pub actions: Vec<Action>,
+    pub actions: Vec<DpAction>,
     pub rules: Vec<RuleId>,
     hits: Cell<u64>,
     /// Packets, bytes and last use not yet credited to `rules`.
@@ -298,7 +298,7 @@ impl MegaflowCache {
     }
 
     /// Every megaflow as (mask, masked key, actions, packets).
-    pub fn entries(&self) -> impl Iterator<Item = (&Words, Words, &[Action], u64)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&Words, Words, &[DpAction], u64)> {
         self.subtables.iter().flat_map(|flows| {
             flows.iter().map(move |(k, e)| (flows.mask(), masked(k, flows.mask()), &e.actions[..], e.hits()))
         })
