@@ -284,3 +284,40 @@ fn memory_show_tells_how_full_the_tables_are() {
     let text = sw.ok(&["memory-show"]);
     assert!(text.contains("br0: ports:4 flows:1") && text.contains("mac:2/2"), "{text}");
 }
+
+#[test]
+fn fdb_stats_count_what_the_table_learned_evicted_moved_and_aged_out() {
+    let sw = three_port_switch();
+    sw.ok(&["set", "bridge", "br0", "other_config:mac-table-size=2"]);
+    // B and C fill the table; D pushes out B, the least recently seen.
+    sw.replay("br0", "p2", &[frame(BROADCAST, B)]);
+    sw.replay("br0", "p3", &[frame(BROADCAST, C)]);
+    sw.replay("br0", "p2", &[frame(BROADCAST, D)]);
+    // C shows up on another port.
+    sw.replay("br0", "p1", &[frame(BROADCAST, C)]);
+    let stats = sw.json(&["fdb-stats-show", "br0"]);
+    assert_eq!(
+        (
+            &stats["entries"],
+            &stats["limit"],
+            &stats["learned"],
+            &stats["evicted"],
+            &stats["moved"],
+            &stats["expired"]
+        ),
+        (&2.into(), &2.into(), &3.into(), &1.into(), &1.into(), &0.into()),
+        "{stats}"
+    );
+    // Past the aging time, a frame from A finds C and D gone.
+    sw.ok(&["time-warp", "301000"]);
+    sw.replay("br0", "p1", &[frame(BROADCAST, A)]);
+    let text = sw.ok(&["fdb-stats-show", "br0"]);
+    assert_eq!(
+        text,
+        "Statistics for bridge \"br0\":\n  Current/maximum MAC entries in the table: 1/2\n  \
+         Current static MAC entries in the table : 0\n  Total number of learned MAC entries     : 4\n  \
+         Total number of expired MAC entries     : 2\n  Total number of evicted MAC entries     : 1\n  \
+         Total number of port moved MAC entries  : 1\n"
+    );
+    assert!(sw.fails(&["fdb-stats-show", "nobr"]).contains("nobr"), "an unknown bridge is an error");
+}

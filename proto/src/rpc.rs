@@ -377,6 +377,11 @@ pub enum Command {
     FdbShow {
         bridge: String,
     },
+    /// How full the MAC table is and what it learned, expired, evicted and
+    /// moved (OVS's `ovs-appctl fdb/stats-show`).
+    FdbStatsShow {
+        bridge: String,
+    },
     FdbFlush {
         bridge: Option<String>,
     },
@@ -460,6 +465,7 @@ impl Command {
                 | Command::Show
                 | Command::Get { .. }
                 | Command::FdbShow { .. }
+                | Command::FdbStatsShow { .. }
                 | Command::DumpPorts { .. }
                 | Command::DumpFlows { .. }
                 | Command::DpctlDumpFlows { .. }
@@ -480,6 +486,7 @@ pub enum CommandResult {
     Values(Vec<String>),
     Show(Vec<BridgeView>),
     Fdb(Vec<FdbEntry>),
+    FdbStats(FdbStats),
     Ports(Vec<PortStats>),
     Flows(Vec<FlowView>),
     Megaflows(Vec<MegaflowView>),
@@ -667,6 +674,24 @@ pub struct FdbEntry {
     /// does not age and learning does not move it.
     #[serde(default)]
     pub is_static: bool,
+}
+
+/// A bridge's MAC table in figures. The totals count since the bridge was
+/// created; a flush empties the table without counting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbStats {
+    pub bridge: String,
+    /// Learned entries now in the table, and how many it may hold.
+    pub entries: u64,
+    pub limit: u64,
+    /// Configured entries (an overlay's remote endpoints), not in `entries`.
+    pub static_entries: u64,
+    pub learned: u64,
+    pub expired: u64,
+    /// Pushed out, least recently seen first, to make room.
+    pub evicted: u64,
+    /// Seen again on another port.
+    pub moved: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -79,6 +79,7 @@ Flows (ovs-ofctl syntax):
 State:
   show                                bridges, ports, interfaces and errors
   fdb-show BRIDGE                     the MAC learning table
+  fdb-stats-show BRIDGE               the MAC table's size and what it learned, aged out, evicted
   fdb-flush [BRIDGE]                  forget learned MACs
   add-nat BRIDGE masquerade --out-port PORT
                                       masquerade the gateway's subnet behind PORT's ip
@@ -475,6 +476,11 @@ fn parse_command(words: &[String]) -> Result<Command, String> {
             allow(false, false)?;
             exactly(args, 1, "fdb-show BRIDGE")?;
             Command::FdbShow { bridge: args[0].clone() }
+        }
+        "fdb-stats-show" => {
+            allow(false, false)?;
+            exactly(args, 1, "fdb-stats-show BRIDGE")?;
+            Command::FdbStatsShow { bridge: args[0].clone() }
         }
         "add-nat" => {
             allow(false, false)?;

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use proto::{
-    BridgeView, CommandResult, ConnView, FdbEntry, FlowView, MegaflowView, MemoryView, OverlayView,
+    BridgeView, CommandResult, ConnView, FdbEntry, FdbStats, FlowView, MegaflowView, MemoryView, OverlayView,
     PortStats, TupleView,
 };
 
@@ -105,6 +105,17 @@ pub fn fdb(entries: &[FdbEntry]) -> String {
         }
     }
     out
+}
+
+/// As `ovs-appctl fdb/stats-show` prints it.
+pub fn fdb_stats(s: &FdbStats) -> String {
+    format!(
+        "Statistics for bridge \"{}\":\n  Current/maximum MAC entries in the table: {}/{}\n  \
+         Current static MAC entries in the table : {}\n  Total number of learned MAC entries     : {}\n  \
+         Total number of expired MAC entries     : {}\n  Total number of evicted MAC entries     : {}\n  \
+         Total number of port moved MAC entries  : {}\n",
+        s.bridge, s.entries, s.limit, s.static_entries, s.learned, s.expired, s.evicted, s.moved
+    )
 }
 
 pub fn ports(stats: &[PortStats]) -> String {
@@ -221,6 +232,7 @@ pub fn text(result: &CommandResult) -> String {
         }
         CommandResult::Show(bridges) => show(bridges),
         CommandResult::Fdb(entries) => fdb(entries),
+        CommandResult::FdbStats(stats) => fdb_stats(stats),
         CommandResult::Ports(stats) => ports(stats),
         CommandResult::Flows(f) => flows(f),
         CommandResult::Megaflows(m) => megaflows(m),
@@ -242,6 +254,7 @@ pub fn json(result: &CommandResult) -> serde_json::Value {
         CommandResult::Names(v) | CommandResult::Values(v) => serde_json::json!(v),
         CommandResult::Show(v) => serde_json::json!(v),
         CommandResult::Fdb(v) => serde_json::json!(v),
+        CommandResult::FdbStats(v) => serde_json::json!(v),
         CommandResult::Ports(v) => serde_json::json!(v),
         CommandResult::Flows(v) => serde_json::json!(v),
         CommandResult::Megaflows(v) => serde_json::json!(v),

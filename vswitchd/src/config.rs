@@ -326,6 +326,7 @@ pub enum LiveQuery {
     FlushConntrack { bridge: String },
     Trace { bridge: String, key: crate::core::flow::Words },
     Fdb { bridge: String },
+    FdbStats { bridge: String },
     FdbFlush { bridge: Option<String> },
     Stats { bridge: String, port: Option<String> },
     Memory,
@@ -578,6 +579,10 @@ impl Config {
             Command::FdbShow { bridge } => {
                 self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
                 Outcome::live(LiveQuery::Fdb { bridge: bridge.clone() })
+            }
+            Command::FdbStatsShow { bridge } => {
+                self.bridges.get(bridge).ok_or_else(|| no_bridge(bridge))?;
+                Outcome::live(LiveQuery::FdbStats { bridge: bridge.clone() })
             }
             Command::AddNat { bridge, out_port } => {
                 let b = self.bridges.get_mut(bridge).ok_or_else(|| no_bridge(bridge))?;

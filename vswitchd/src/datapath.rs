@@ -36,7 +36,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use proto::{
-    BridgeMemory, CommandResult, ConnView, ErrorCode, FdbEntry, FlowView, MegaflowView, MemoryView,
+    BridgeMemory, CommandResult, ConnView, ErrorCode, FdbEntry, FdbStats, FlowView, MegaflowView, MemoryView,
     PortStats, ReplayReply, RpcError, TupleView,
 };
 use tokio::sync::oneshot;
@@ -495,6 +495,21 @@ impl Datapath {
             .collect()
     }
 
+    pub fn fdb_stats(&self, bridge: &str) -> FdbStats {
+        let Some(core) = self.bridges.get(bridge).map(|rt| &rt.core) else { return FdbStats::default() };
+        let (table, totals) = (core.mac_table(), &core.mac_table().stats);
+        FdbStats {
+            bridge: bridge.to_owned(),
+            entries: table.len() as u64,
+            limit: table.capacity() as u64,
+            static_entries: core.static_macs().count() as u64,
+            learned: totals.learned,
+            expired: totals.expired,
+            evicted: totals.evicted,
+            moved: totals.moved,
+        }
+    }
+
     pub fn fdb_flush(&mut self, bridge: Option<&str>) {
         for (name, runtime) in &mut self.bridges {
             if bridge.is_none_or(|b| b == name) {
@@ -697,6 +712,7 @@ impl Datapath {
                 CommandResult::Show(views)
             }
             LiveQuery::Fdb { bridge } => CommandResult::Fdb(self.fdb(&bridge)),
+            LiveQuery::FdbStats { bridge } => CommandResult::FdbStats(self.fdb_stats(&bridge)),
             LiveQuery::FdbFlush { bridge } => {
                 self.fdb_flush(bridge.as_deref());
                 CommandResult::Done
