@@ -62,6 +62,7 @@ pub mod rewrite;
 pub mod router;
 pub mod tunnel;
 pub mod vlan;
+pub mod wire;
 
 /// Datapath time in milliseconds from an arbitrary origin. The shell derives
 /// it from a monotonic clock; tests make it up.
