@@ -12,8 +12,10 @@
 //! caller compares the flow key's `nw_dst` first); a copy of the request
 //! for a reply.
 
-use super::checksum::internet_checksum as checksum;
+use std::net::Ipv4Addr;
+
 use super::packet::{L2Header, Mac};
+use super::wire::{arp, icmp, ip_protocol, ArpPacket, EthernetFrame, Icmpv4Packet, Ipv4Packet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Gateway {
@@ -21,11 +23,6 @@ pub struct Gateway {
     pub prefix: u8,
     pub mac: Mac,
 }
-
-const ARP_REQUEST: u16 = 1;
-const ARP_REPLY: u16 = 2;
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMP_ECHO_REPLY: u8 = 0;
 
 impl Gateway {
     pub fn new(ip: u32, prefix: u8) -> Gateway {
@@ -66,21 +63,24 @@ impl Gateway {
     }
 
     fn answer_arp(&self, frame: &[u8], at: usize, out: &mut Vec<u8>) -> bool {
-        let Some(arp) = frame.get(at..at + 28) else { return false };
-        let is_request = arp[0..8] == [0, 1, 0x08, 0x00, 6, 4, 0, ARP_REQUEST as u8];
-        if !is_request || arp[24..28] != self.ip.to_be_bytes() {
+        let Some(Ok(arp)) = frame.get(at..).map(ArpPacket::new_checked) else { return false };
+        if !arp.is_ethernet_ipv4()
+            || arp.operation() != arp::REQUEST
+            || arp.target_protocol_addr() != self.ip()
+        {
             return false;
         }
+        let (sender_mac, sender_ip) = (arp.sender_hardware_addr(), arp.sender_protocol_addr());
         out.clear();
         out.extend_from_slice(frame);
-        let (sender_mac, sender_ip) = (&frame[at + 8..at + 14], &frame[at + 14..at + 18]);
-        out.copy_within(6..12, 0);
-        out[6..12].copy_from_slice(&self.mac);
-        out[at + 6..at + 8].copy_from_slice(&ARP_REPLY.to_be_bytes());
-        out[at + 8..at + 14].copy_from_slice(&self.mac);
-        out[at + 14..at + 18].copy_from_slice(&self.ip.to_be_bytes());
-        out[at + 18..at + 24].copy_from_slice(sender_mac);
-        out[at + 24..at + 28].copy_from_slice(sender_ip);
+        self.reply_from_gateway(out);
+        // A copy of the packet checked above.
+        let mut reply = ArpPacket::new_unchecked(&mut out[at..]);
+        reply.set_operation(arp::REPLY);
+        reply.set_sender_hardware_addr(self.mac);
+        reply.set_sender_protocol_addr(self.ip());
+        reply.set_target_hardware_addr(sender_mac);
+        reply.set_target_protocol_addr(sender_ip);
         true
     }
 
@@ -88,39 +88,47 @@ impl Gateway {
         if l2.dst != self.mac {
             return false;
         }
-        let Some(&first) = frame.get(l3) else { return false };
-        let ihl = usize::from(first & 0x0f) * 4;
-        let Some(ip) = frame.get(l3..l3 + ihl.max(20)) else { return false };
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        let whole = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff == 0;
-        let icmp_at = l3 + ihl;
-        if first >> 4 != 4
-            || ihl < 20
-            || !whole
-            || ip[9] != 1
-            || ip[16..20] != self.ip.to_be_bytes()
-            || total < ihl + 8
-            || frame.len() < l3 + total
-            || frame[icmp_at] != ICMP_ECHO_REQUEST
-            || checksum(&frame[icmp_at..l3 + total]) != 0
+        let Some(Ok(ip)) = frame.get(l3..).map(Ipv4Packet::new_checked) else { return false };
+        if ip.version() != 4
+            || ip.is_fragment()
+            || ip.protocol() != ip_protocol::ICMP
+            || ip.dst_addr() != self.ip()
         {
             return false;
         }
+        let Ok(icmp) = Icmpv4Packet::new_checked(ip.payload()) else { return false };
+        if icmp.msg_type() != icmp::ECHO_REQUEST || !icmp.verify_checksum() {
+            return false;
+        }
+        let total = usize::from(ip.total_len());
         out.clear();
         out.extend_from_slice(&frame[..l3 + total]);
-        out.copy_within(6..12, 0);
-        out[6..12].copy_from_slice(&self.mac);
-        out.copy_within(l3 + 12..l3 + 16, l3 + 16);
-        out[l3 + 12..l3 + 16].copy_from_slice(&self.ip.to_be_bytes());
-        out[l3 + 8] = 64;
-        out[l3 + 10..l3 + 12].fill(0);
-        let ip_sum = checksum(&out[l3..l3 + ihl]);
-        out[l3 + 10..l3 + 12].copy_from_slice(&ip_sum.to_be_bytes());
-        out[icmp_at] = ICMP_ECHO_REPLY;
-        out[icmp_at + 2..icmp_at + 4].fill(0);
-        let icmp_sum = checksum(&out[icmp_at..l3 + total]);
-        out[icmp_at + 2..icmp_at + 4].copy_from_slice(&icmp_sum.to_be_bytes());
+        self.reply_from_gateway(out);
+        // A copy of the packet checked above, without Ethernet padding.
+        let mut ip = Ipv4Packet::new_unchecked(&mut out[l3..]);
+        let requester = ip.src_addr();
+        ip.set_dst_addr(requester);
+        ip.set_src_addr(self.ip());
+        ip.set_ttl(64);
+        ip.fill_checksum();
+        let mut icmp = Icmpv4Packet::new_unchecked(ip.payload_mut());
+        icmp.set_msg_type(icmp::ECHO_REPLY);
+        icmp.fill_checksum();
         true
+    }
+
+    fn ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.ip)
+    }
+
+    /// Addresses a copy of a received frame back to its sender, from the
+    /// gateway's MAC.
+    fn reply_from_gateway(&self, out: &mut [u8]) {
+        // The frame passed L2Header::parse: its Ethernet header is there.
+        let mut eth = EthernetFrame::new_unchecked(out);
+        let requester = eth.src_addr();
+        eth.set_dst_addr(requester);
+        eth.set_src_addr(self.mac);
     }
 }
 

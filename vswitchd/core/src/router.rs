@@ -30,6 +30,7 @@ use super::gateway::Gateway;
 use super::offload::Offload;
 use super::packet::{L2Header, Mac};
 use super::rewrite;
+use super::wire::{ipv4, ArpPacket, EthernetFrame, Ipv4Packet};
 use super::Timestamp;
 
 pub const MAX_PENDING_PER_NEIGHBOUR: usize = 8;
@@ -119,14 +120,6 @@ pub struct Router {
     pub stats: RouterStats,
 }
 
-fn mac_of(bytes: &[u8]) -> Mac {
-    bytes.try_into().unwrap_or_default()
-}
-
-fn ip_of(bytes: &[u8]) -> u32 {
-    u32::from_be_bytes(bytes.try_into().unwrap_or_default())
-}
-
 impl Router {
     pub fn set_interfaces(&mut self, interfaces: Vec<Interface>) {
         if interfaces != self.interfaces {
@@ -172,12 +165,13 @@ impl Router {
         in_port: u16,
     ) -> Vec<(Vec<u8>, Egress, Offload)> {
         let at = l2.payload_offset;
-        let Some(arp) = frame.get(at..at + 28) else { return Vec::new() };
-        if arp[0..6] != [0, 1, 0x08, 0x00, 6, 4] {
+        let Some(Ok(arp)) = frame.get(at..).map(ArpPacket::new_checked) else { return Vec::new() };
+        if !arp.is_ethernet_ipv4() {
             return Vec::new();
         }
-        let (sender_mac, sender_ip, target_ip) =
-            (mac_of(&arp[8..14]), ip_of(&arp[14..18]), ip_of(&arp[24..28]));
+        let sender_mac = arp.sender_hardware_addr();
+        let (sender_ip, target_ip) =
+            (u32::from(arp.sender_protocol_addr()), u32::from(arp.target_protocol_addr()));
         let Some(interface) = self.interface_at(target_ip, in_port) else { return Vec::new() };
         if !interface.holds(sender_ip) || sender_mac[0] & 1 != 0 {
             return Vec::new();
@@ -195,7 +189,7 @@ impl Router {
         waiting
             .into_iter()
             .map(|(mut frame, egress, offload)| {
-                frame[0..6].copy_from_slice(&sender_mac);
+                EthernetFrame::new_unchecked(&mut frame[..]).set_dst_addr(sender_mac);
                 (frame, egress, offload)
             })
             .collect()
@@ -204,11 +198,12 @@ impl Router {
     /// Routes `frame` (a private copy): see the module's essay.
     pub fn route(&mut self, now: Timestamp, frame: &mut Vec<u8>, offload: Offload) -> Routed {
         let Ok(l2) = L2Header::parse(frame) else { return self.no_route() };
-        let l3 = l2.payload_offset;
-        if l2.ether_type != 0x0800 || frame.len() < l3 + 20 {
+        // Only the fixed header is needed (as dec_ttl checks it too).
+        let ip = &frame[l2.payload_offset..];
+        if l2.ether_type != 0x0800 || ip.len() < ipv4::HEADER_LEN {
             return self.no_route();
         }
-        let dst = ip_of(&frame[l3 + 16..l3 + 20]);
+        let dst = u32::from(Ipv4Packet::new_unchecked(ip).dst_addr());
         // The router's own addresses answer only ARP and ping, before the
         // tables; anything else sent to them has nowhere to go.
         if self.interfaces.iter().any(|i| i.address.ip == dst) {
@@ -227,17 +222,18 @@ impl Router {
             Ok(false) => return Routed::TtlExpired,
             Err(_) => return self.no_route(),
         }
-        frame[6..12].copy_from_slice(&interface.address.mac);
+        // A frame L2Header parsed: its Ethernet header is there.
+        EthernetFrame::new_unchecked(&mut frame[..]).set_src_addr(interface.address.mac);
         let egress = interface.port.map_or(Egress::Bridge, Egress::Port);
         if let Some(mac) = self.neighbour(neighbour, now) {
-            frame[0..6].copy_from_slice(&mac);
+            EthernetFrame::new_unchecked(&mut frame[..]).set_dst_addr(mac);
             self.stats.routed += 1;
             return match self.confirmation_due(neighbour, now) {
                 false => Routed::Send(egress),
                 true => {
                     self.stats.arp_requests += 1;
                     let mut request = arp_request(&interface.address, neighbour);
-                    request[0..6].copy_from_slice(&mac);
+                    EthernetFrame::new_unchecked(&mut request[..]).set_dst_addr(mac);
                     Routed::SendAndAsk { egress, request }
                 }
             };
