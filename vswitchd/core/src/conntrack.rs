@@ -38,11 +38,11 @@
 use std::collections::HashMap;
 
 pub use super::actions::{format_nat, parse_nat, CtRequest, Nat, NatRange};
-use super::checksum;
 use super::flow::Field;
 use super::offload::Offload;
 use super::packet::L2Header;
 use super::rewrite;
+use super::wire::{icmp, ipv4, tcp, udp, Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket};
 use super::Timestamp;
 
 /// `ct_state` bits, with OVS's values.
@@ -244,39 +244,34 @@ enum Parsed {
     Untracked,
 }
 
-fn get16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-fn get32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// The tuple of an IPv4 packet starting at `l3`; `inner`: the packet is
 /// quoted in an ICMP error, where only 8 bytes of its L4 header are there.
+/// The total length is not looked at (a quote is cut short), and of the
+/// transport header only what is read must be there: the ports (the
+/// first four bytes, in TCP and UDP alike) or the echo identifier, and a
+/// whole fixed TCP header outside a quote.
 fn ipv4_tuple(frame: &[u8], l3: usize, inner: bool) -> Option<(Tuple, usize)> {
-    let first = *frame.get(l3)?;
-    let ihl = usize::from(first & 0x0f) * 4;
-    if first >> 4 != 4 || ihl < 20 || frame.len() < l3 + ihl {
-        return None;
-    }
+    let ip = Ipv4Packet::new_checked_header(frame.get(l3..)?).ok()?;
     // A fragment other than a whole datagram cannot be tracked unassembled.
-    let frag = get16(frame, l3 + 6)?;
-    if frag & 0x3fff != 0 {
+    if ip.version() != 4 || ip.is_fragment() {
         return None;
     }
-    let proto = frame[l3 + 9];
-    let (src, dst) = (get32(frame, l3 + 12)?, get32(frame, l3 + 16)?);
-    let l4 = l3 + ihl;
+    let proto = ip.protocol();
+    let (src, dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
+    let l4 = l3 + ip.header_len();
+    let segment = &frame[l4..];
     let (sport, dport) = match proto {
-        PROTO_TCP | PROTO_UDP => (get16(frame, l4)?, get16(frame, l4 + 2)?),
-        PROTO_ICMP => {
-            let id = get16(frame, l4 + 4)?;
+        PROTO_TCP | PROTO_UDP if segment.len() >= udp::field::DST_PORT.end => {
+            let ports = UdpPacket::new_unchecked(segment);
+            (ports.src_port(), ports.dst_port())
+        }
+        PROTO_ICMP if segment.len() >= icmp::field::ECHO_IDENT.end => {
+            let id = Icmpv4Packet::new_unchecked(segment).echo_ident();
             (id, id)
         }
         _ => return None,
     };
-    if !inner && proto == PROTO_TCP && frame.len() < l4 + 20 {
+    if !inner && proto == PROTO_TCP && segment.len() < tcp::HEADER_LEN {
         return None;
     }
     Some((Tuple { src, dst, sport, dport, proto }, l4))
@@ -287,7 +282,7 @@ fn parse(frame: &[u8], l2: &L2Header) -> Parsed {
         return Parsed::Untracked;
     }
     let l3 = l2.payload_offset;
-    match frame.get(l3 + 9) {
+    match frame[l3..].get(ipv4::field::PROTOCOL) {
         Some(&(PROTO_TCP | PROTO_UDP | PROTO_ICMP)) => {}
         Some(_) => return Parsed::Untracked,
         None => return Parsed::Invalid,
@@ -295,16 +290,23 @@ fn parse(frame: &[u8], l2: &L2Header) -> Parsed {
     let Some((tuple, l4)) = ipv4_tuple(frame, l3, false) else {
         return Parsed::Invalid;
     };
+    // ipv4_tuple found what is read here: a whole fixed TCP header, or the
+    // first six bytes of ICMP.
     match tuple.proto {
-        PROTO_TCP => Parsed::Tracked { tuple, tcp_flags: frame[l4 + 13], icmp_type: 0 },
+        PROTO_TCP => {
+            Parsed::Tracked { tuple, tcp_flags: TcpPacket::new_unchecked(&frame[l4..]).flags(), icmp_type: 0 }
+        }
         PROTO_UDP => Parsed::Tracked { tuple, tcp_flags: 0, icmp_type: 0 },
-        _ => match frame.get(l4).copied() {
-            Some(t @ (0 | 8)) => Parsed::Tracked { tuple, tcp_flags: 0, icmp_type: t },
-            // Destination unreachable, time exceeded, parameter problem.
-            Some(3 | 11 | 12) => match ipv4_tuple(frame, l4 + 8, true) {
-                Some((inner, _)) => Parsed::IcmpError { inner },
-                None => Parsed::Invalid,
-            },
+        _ => match Icmpv4Packet::new_unchecked(&frame[l4..]).msg_type() {
+            t @ (icmp::ECHO_REPLY | icmp::ECHO_REQUEST) => {
+                Parsed::Tracked { tuple, tcp_flags: 0, icmp_type: t }
+            }
+            icmp::DEST_UNREACHABLE | icmp::TIME_EXCEEDED | icmp::PARAM_PROBLEM => {
+                match ipv4_tuple(frame, l4 + icmp::HEADER_LEN, true) {
+                    Some((inner, _)) => Parsed::IcmpError { inner },
+                    None => Parsed::Invalid,
+                }
+            }
             _ => Parsed::Invalid,
         },
     }
@@ -707,27 +709,27 @@ fn translate_icmp_error(
         OuterAddress::Dst(a) => (Field::NwDst, a),
     };
     let _ = rewrite::set_field(frame, offload, field, u64::from(address));
-    let ihl = usize::from(frame[l3] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]])).min(frame.len() - l3);
-    let icmp = l3 + ihl;
-    let quoted = icmp + 8;
-    let quoted_ihl = usize::from(frame[quoted] & 0x0f) * 4;
-    let quoted_l4 = quoted + quoted_ihl;
-    frame[quoted + 12..quoted + 16].copy_from_slice(&to.src.to_be_bytes());
-    frame[quoted + 16..quoted + 20].copy_from_slice(&to.dst.to_be_bytes());
-    frame[quoted + 10..quoted + 12].fill(0);
-    let sum = checksum::internet_checksum(&frame[quoted..quoted_l4]);
-    frame[quoted + 10..quoted + 12].copy_from_slice(&sum.to_be_bytes());
+    // parse() found the error's IPv4 header, the quoted one and the quoted
+    // ports (or identifier) within the frame.
+    let ip = Ipv4Packet::new_unchecked(&frame[l3..]);
+    let total = usize::from(ip.total_len()).min(frame.len() - l3);
+    let icmp_at = l3 + ip.header_len();
+    let mut quoted = Ipv4Packet::new_unchecked(&mut frame[icmp_at + icmp::HEADER_LEN..]);
+    quoted.set_src_addr(to.src.into());
+    quoted.set_dst_addr(to.dst.into());
+    quoted.fill_checksum();
+    let quoted_l4 = icmp_at + icmp::HEADER_LEN + quoted.header_len();
     if from.proto == PROTO_ICMP {
         // The identifier stays as it was: only addresses change.
     } else if frame.len() >= quoted_l4 + 4 {
-        frame[quoted_l4..quoted_l4 + 2].copy_from_slice(&to.sport.to_be_bytes());
-        frame[quoted_l4 + 2..quoted_l4 + 4].copy_from_slice(&to.dport.to_be_bytes());
+        // TCP and UDP keep their ports in the same place.
+        let mut ports = UdpPacket::new_unchecked(&mut frame[quoted_l4..]);
+        ports.set_src_port(to.sport);
+        ports.set_dst_port(to.dport);
     }
-    let end = (l3 + total).max(icmp + 4);
-    frame[icmp + 2..icmp + 4].fill(0);
-    let sum = checksum::internet_checksum(&frame[icmp..end]);
-    frame[icmp + 2..icmp + 4].copy_from_slice(&sum.to_be_bytes());
+    // The checksum covers the message to the error's total length.
+    let end = (l3 + total).max(icmp_at + 4);
+    Icmpv4Packet::new_unchecked(&mut frame[icmp_at..end]).fill_checksum();
 }
 
 /// Rewrites the frame's addresses and ports from `from` to `to`, fixing

@@ -11,7 +11,12 @@
 use super::checksum::adjust;
 use super::flow::Field;
 use super::offload::Offload;
-use super::packet::{retag, L2Header, VLAN_TAG_LEN};
+use super::packet::{retag, L2Header, Mac, VLAN_TAG_LEN};
+use super::wire::{
+    self, ip_protocol, ipv4, ipv6, tcp, udp, ArpPacket, EthernetFrame, Ipv4Packet, Ipv6Packet, TcpPacket,
+    UdpPacket,
+};
+use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RewriteError {
@@ -21,17 +26,11 @@ pub enum RewriteError {
     Unsupported,
 }
 
-fn get16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
 /// Where the IPv4 and transport headers of a frame are.
 struct Ipv4At {
     l3: usize,
+    /// The transport header and protocol, if it is TCP or UDP, its fixed
+    /// header is in the frame, and this is the first fragment.
     l4: Option<(usize, u8)>,
 }
 
@@ -40,28 +39,43 @@ fn ipv4(frame: &[u8], l2: &L2Header) -> Option<Ipv4At> {
         return None;
     }
     let l3 = l2.payload_offset;
-    let ihl = usize::from(*frame.get(l3)? & 0x0f) * 4;
-    if ihl < 20 || frame.len() < l3 + ihl {
-        return None;
-    }
-    let first_fragment = get16(frame, l3 + 6) & 0x1fff == 0;
-    let proto = frame[l3 + 9];
-    let l4 = l3 + ihl;
+    let ip = Ipv4Packet::new_checked_header(&frame[l3..]).ok()?;
+    let first_fragment = ip.frag_offset() == 0;
+    let proto = ip.protocol();
+    let l4 = l3 + ip.header_len();
     let l4_ok = match proto {
-        6 => frame.len() >= l4 + 20,
-        17 => frame.len() >= l4 + 8,
+        ip_protocol::TCP => frame.len() >= l4 + tcp::HEADER_LEN,
+        ip_protocol::UDP => frame.len() >= l4 + udp::HEADER_LEN,
         _ => false,
     };
     Some(Ipv4At { l3, l4: (first_fragment && l4_ok).then_some((l4, proto)) })
 }
 
-/// Where a transport protocol keeps its checksum, and whether zero means
-/// "no checksum" (UDP over IPv4).
-fn l4_csum_at(l4: usize, proto: u8) -> (usize, bool) {
-    if proto == 6 {
-        (l4 + 16, false)
+/// A TCP or UDP header's checksum; [`ipv4`] checked its fixed header.
+fn l4_checksum(segment: &[u8], proto: u8) -> u16 {
+    match proto {
+        ip_protocol::TCP => TcpPacket::new_unchecked(segment).checksum(),
+        _ => UdpPacket::new_unchecked(segment).checksum(),
+    }
+}
+
+fn set_l4_checksum(segment: &mut [u8], proto: u8, checksum: u16) {
+    match proto {
+        ip_protocol::TCP => TcpPacket::new_unchecked(segment).set_checksum(checksum),
+        _ => UdpPacket::new_unchecked(segment).set_checksum(checksum),
+    }
+}
+
+/// Where TCP and UDP alike keep the port `field` names.
+fn port_at(field: Field) -> wire::Field {
+    debug_assert_eq!(
+        (tcp::field::SRC_PORT, tcp::field::DST_PORT),
+        (udp::field::SRC_PORT, udp::field::DST_PORT)
+    );
+    if field == Field::TpSrc {
+        udp::field::SRC_PORT
     } else {
-        (l4 + 6, true)
+        udp::field::DST_PORT
     }
 }
 
@@ -74,12 +88,14 @@ fn fix_l4(
     offload: &Offload,
     in_pseudo: bool,
 ) {
-    let (at, zero_means_none) = l4_csum_at(l4, proto);
-    let current = get16(frame, at);
+    let segment = &mut frame[l4..];
+    // Zero means "no checksum" in UDP over IPv4.
+    let zero_means_none = proto == ip_protocol::UDP;
+    let current = l4_checksum(segment, proto);
     if offload.needs_csum {
         // The partial sum covers only the pseudo-header; ports are summed later.
         if in_pseudo {
-            put16(frame, at, adjust(current, old, new, true));
+            set_l4_checksum(segment, proto, adjust(current, old, new, true));
         }
         return;
     }
@@ -90,7 +106,11 @@ fn fix_l4(
     if zero_means_none && updated == 0 {
         updated = 0xffff;
     }
-    put16(frame, at, updated);
+    set_l4_checksum(segment, proto, updated);
+}
+
+fn mac(value: u64) -> Mac {
+    value.to_be_bytes()[2..8].try_into().expect("six bytes")
 }
 
 /// Applies `field := value` to `frame` (a private copy), keeping the
@@ -108,8 +128,9 @@ pub fn set_field(
         return set_arp_field(frame, &l2, field, value);
     }
     match field {
-        Field::DlDst => frame[0..6].copy_from_slice(&value.to_be_bytes()[2..8]),
-        Field::DlSrc => frame[6..12].copy_from_slice(&value.to_be_bytes()[2..8]),
+        // L2Header::parse found the Ethernet header.
+        Field::DlDst => EthernetFrame::new_unchecked(&mut frame[..]).set_dst_addr(mac(value)),
+        Field::DlSrc => EthernetFrame::new_unchecked(&mut frame[..]).set_src_addr(mac(value)),
         Field::VlanTci => {
             let present = value & 0x1000 != 0;
             let vid = present.then_some((value & 0x0fff) as u16);
@@ -126,12 +147,20 @@ pub fn set_field(
         }
         Field::NwSrc | Field::NwDst => {
             let ip = ipv4(frame, &l2).ok_or(RewriteError::NotApplicable)?;
-            let at = ip.l3 + if field == Field::NwSrc { 12 } else { 16 };
-            let old: [u8; 4] = frame[at..at + 4].try_into().unwrap();
-            let new = (value as u32).to_be_bytes();
-            frame[at..at + 4].copy_from_slice(&new);
-            let csum = get16(frame, ip.l3 + 10);
-            put16(frame, ip.l3 + 10, adjust(csum, &old, &new, false));
+            // ipv4() checked the header.
+            let mut packet = Ipv4Packet::new_unchecked(&mut frame[ip.l3..]);
+            let address = Ipv4Addr::from(value as u32);
+            let old = if field == Field::NwSrc {
+                let old = packet.src_addr();
+                packet.set_src_addr(address);
+                old
+            } else {
+                let old = packet.dst_addr();
+                packet.set_dst_addr(address);
+                old
+            };
+            let (old, new) = (old.octets(), address.octets());
+            packet.set_checksum(adjust(packet.checksum(), &old, &new, false));
             if let Some((l4, proto)) = ip.l4 {
                 fix_l4(frame, l4, proto, &old, &new, offload, true);
             }
@@ -139,10 +168,11 @@ pub fn set_field(
         Field::TpSrc | Field::TpDst => {
             let ip = ipv4(frame, &l2).ok_or(RewriteError::NotApplicable)?;
             let (l4, proto) = ip.l4.ok_or(RewriteError::NotApplicable)?;
-            let at = l4 + if field == Field::TpSrc { 0 } else { 2 };
-            let old: [u8; 2] = frame[at..at + 2].try_into().unwrap();
+            let at = port_at(field);
+            let port = &mut frame[l4..][at];
+            let old: [u8; 2] = (*port).try_into().expect("two bytes");
             let new = (value as u16).to_be_bytes();
-            frame[at..at + 2].copy_from_slice(&new);
+            port.copy_from_slice(&new);
             fix_l4(frame, l4, proto, &old, &new, offload, false);
         }
         // Pipeline metadata lives outside the frame.
@@ -157,20 +187,20 @@ pub fn set_field(
 /// (`arp_spa`, `arp_tpa`), `arp_sha`/`arp_tha` their hardware addresses.
 /// What an ARP responder flow rewrites; only Ethernet/IPv4 ARP is.
 fn set_arp_field(frame: &mut [u8], l2: &L2Header, field: Field, value: u64) -> Result<(), RewriteError> {
-    let at = l2.payload_offset;
-    let arp = frame.get_mut(at..at + 28).ok_or(RewriteError::NotApplicable)?;
-    if arp[0..6] != [0, 1, 0x08, 0x00, 6, 4] {
+    let Ok(mut arp) = ArpPacket::new_checked(&mut frame[l2.payload_offset..]) else {
+        return Err(RewriteError::NotApplicable);
+    };
+    if !arp.is_ethernet_ipv4() {
         return Err(RewriteError::NotApplicable);
     }
-    let (offset, bytes) = match field {
-        Field::NwProto => (6, &value.to_be_bytes()[6..8]),
-        Field::ArpSha => (8, &value.to_be_bytes()[2..8]),
-        Field::NwSrc => (14, &value.to_be_bytes()[4..8]),
-        Field::ArpTha => (18, &value.to_be_bytes()[2..8]),
-        Field::NwDst => (24, &value.to_be_bytes()[4..8]),
+    match field {
+        Field::NwProto => arp.set_operation(value as u16),
+        Field::ArpSha => arp.set_sender_hardware_addr(mac(value)),
+        Field::NwSrc => arp.set_sender_protocol_addr(Ipv4Addr::from(value as u32)),
+        Field::ArpTha => arp.set_target_hardware_addr(mac(value)),
+        Field::NwDst => arp.set_target_protocol_addr(Ipv4Addr::from(value as u32)),
         _ => return Err(RewriteError::NotApplicable),
-    };
-    arp[offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
     Ok(())
 }
 
@@ -192,26 +222,30 @@ pub fn push_vlan(frame: &mut Vec<u8>, offload: &mut Offload, tpid: u16) -> Resul
 /// Frames that are not IP are left alone.
 pub fn dec_ttl(frame: &mut [u8]) -> Result<bool, RewriteError> {
     let l2 = L2Header::parse(frame).map_err(|_| RewriteError::NotApplicable)?;
-    let l3 = l2.payload_offset;
-    let at = match l2.ether_type {
-        0x0800 if frame.len() >= l3 + 20 => l3 + 8,
-        0x86dd if frame.len() >= l3 + 40 => l3 + 7,
+    let ip = &mut frame[l2.payload_offset..];
+    // Only the fixed header is needed: IPv4 options are not looked at.
+    match l2.ether_type {
+        0x0800 if ip.len() >= ipv4::HEADER_LEN => {
+            let mut ip = Ipv4Packet::new_unchecked(ip);
+            let ttl = ip.ttl();
+            if ttl <= 1 {
+                return Ok(false);
+            }
+            // TTL shares a 16-bit word with the protocol.
+            let (old, new) = ([ttl, ip.protocol()], [ttl - 1, ip.protocol()]);
+            ip.set_ttl(ttl - 1);
+            ip.set_checksum(adjust(ip.checksum(), &old, &new, false));
+        }
+        0x86dd if ip.len() >= ipv6::HEADER_LEN => {
+            let mut ip = Ipv6Packet::new_unchecked(ip);
+            let hops = ip.hop_limit();
+            if hops <= 1 {
+                return Ok(false);
+            }
+            ip.set_hop_limit(hops - 1);
+        }
         0x0800 | 0x86dd => return Err(RewriteError::NotApplicable),
-        _ => return Ok(true),
-    };
-    let ttl = frame[at];
-    if ttl <= 1 {
-        return Ok(false);
-    }
-    if l2.ether_type == 0x0800 {
-        // TTL shares a 16-bit word with the protocol.
-        let old = [frame[at], frame[at + 1]];
-        frame[at] = ttl - 1;
-        let new = [frame[at], frame[at + 1]];
-        let csum = get16(frame, l3 + 10);
-        put16(frame, l3 + 10, adjust(csum, &old, &new, false));
-    } else {
-        frame[at] = ttl - 1;
+        _ => {}
     }
     Ok(true)
 }
@@ -222,6 +256,15 @@ mod tests {
     use crate::checksum::fold;
     use crate::offload::{finish, Gso};
     use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+
+    // The tests poke bytes at offsets of their own making.
+    fn get16(b: &[u8], at: usize) -> u16 {
+        u16::from_be_bytes([b[at], b[at + 1]])
+    }
+
+    fn put16(b: &mut [u8], at: usize, v: u16) {
+        b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    }
 
     fn udp_frame(payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
