@@ -28,13 +28,14 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use super::flow::{Field, Words};
+use super::wire::{gre, vxlan, GrePacket, VxlanPacket};
 
 /// IANA's VXLAN port; Linux's old default, 8472, is `options:dst_port=8472`.
 pub const VXLAN_PORT: u16 = 4789;
-pub const VXLAN_HEADER_LEN: usize = 8;
+pub const VXLAN_HEADER_LEN: usize = vxlan::HEADER_LEN;
 /// GRE's protocol number for an Ethernet frame.
 pub const ETHERTYPE_TEB: u16 = 0x6558;
-pub const IPPROTO_GRE: u8 = 47;
+pub const IPPROTO_GRE: u8 = super::wire::ip_protocol::GRE;
 /// What VXLAN adds to an inner frame on the wire: IPv4, UDP and VXLAN
 /// headers. The inner MTU that avoids fragmentation on a 1500-byte
 /// underlay is 1500 - 14 (inner Ethernet) - 36 = 1450, Docker's overlay MTU.
@@ -42,12 +43,6 @@ pub const VXLAN_OVERHEAD: usize = 20 + 8 + VXLAN_HEADER_LEN;
 /// IPv4 and a GRE header with a key: an inner MTU of 1500 - 14 - 28 = 1458.
 pub const GRE_OVERHEAD: usize = 20 + 8;
 
-const VXLAN_FLAG_VNI: u8 = 0x08;
-const GRE_CSUM: u16 = 0x8000;
-const GRE_ROUTING: u16 = 0x4000;
-const GRE_KEY: u16 = 0x2000;
-const GRE_SEQ: u16 = 0x1000;
-const GRE_VERSION: u16 = 0x0007;
 const ETH_HEADER_LEN: usize = 14;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -298,70 +293,58 @@ pub fn encap(config: &TunnelConfig, meta: &TunnelMeta) -> Result<(Ipv4Addr, Head
     let mut bytes = [0u8; 8];
     let len = match config.kind {
         TunnelKind::Vxlan => {
-            bytes[0] = VXLAN_FLAG_VNI;
-            bytes[4..8].copy_from_slice(&(key.unwrap_or(0) << 8).to_be_bytes());
-            8
+            let mut vxlan = VxlanPacket::new_unchecked(&mut bytes[..]);
+            vxlan.set_flags(vxlan::FLAG_VNI);
+            vxlan.set_vni(key.unwrap_or(0));
+            vxlan::HEADER_LEN
         }
         TunnelKind::Gre => {
-            let flags = if key.is_some() { GRE_KEY } else { 0 };
-            bytes[0..2].copy_from_slice(&flags.to_be_bytes());
-            bytes[2..4].copy_from_slice(&ETHERTYPE_TEB.to_be_bytes());
-            match key {
-                Some(k) => {
-                    bytes[4..8].copy_from_slice(&k.to_be_bytes());
-                    8
-                }
-                None => 4,
+            let mut gre = GrePacket::new_unchecked(&mut bytes[..]);
+            gre.set_flags(if key.is_some() { gre::FLAG_KEY } else { 0 });
+            gre.set_protocol(ETHERTYPE_TEB);
+            if let Some(k) = key {
+                gre.set_key(k);
             }
+            gre.header_len()
         }
-    };
+    } as u8;
     Ok((remote, Header { bytes, len }))
 }
 
 /// The VNI and inner frame of a VXLAN UDP payload.
 pub fn decap_vxlan(payload: &[u8]) -> Result<(u32, &[u8]), TunnelDrop> {
-    let Some((header, inner)) = payload.split_first_chunk::<VXLAN_HEADER_LEN>() else {
-        return Err(TunnelDrop::Truncated);
-    };
+    let vxlan = VxlanPacket::new_checked(payload).map_err(|_| TunnelDrop::Truncated)?;
     // RFC 7348: the I flag must be set; reserved bits are ignored.
-    if header[0] & VXLAN_FLAG_VNI == 0 {
+    if !vxlan.has_vni() {
         return Err(TunnelDrop::BadHeader);
     }
+    let inner = &payload[vxlan::HEADER_LEN..];
     if inner.len() < ETH_HEADER_LEN {
         return Err(TunnelDrop::Truncated);
     }
-    Ok((u32::from_be_bytes([0, header[4], header[5], header[6]]), inner))
+    Ok((vxlan.vni(), inner))
 }
 
 /// The key and inner frame of a GRE header and what follows it.
 pub fn decap_gre(gre: &[u8]) -> Result<(Option<u32>, &[u8]), TunnelDrop> {
-    if gre.len() < 4 {
+    // The fixed header first, so that what is refused for its flags or
+    // protocol is counted so even when its optional words are cut short.
+    let Some(fixed) = gre.get(..gre::HEADER_LEN).map(GrePacket::new_unchecked) else {
         return Err(TunnelDrop::Truncated);
-    }
-    let flags = u16::from_be_bytes([gre[0], gre[1]]);
-    if flags & (GRE_ROUTING | GRE_VERSION) != 0 {
+    };
+    if fixed.flags() & (gre::FLAG_ROUTING | gre::VERSION) != 0 {
         return Err(TunnelDrop::BadHeader);
     }
-    if u16::from_be_bytes([gre[2], gre[3]]) != ETHERTYPE_TEB {
+    if fixed.protocol() != ETHERTYPE_TEB {
         return Err(TunnelDrop::NotEthernet);
     }
-    let mut offset = 4;
-    if flags & GRE_CSUM != 0 {
-        offset += 4;
+    // Checksum and sequence number words are skipped over.
+    let header = GrePacket::new_checked(gre).map_err(|_| TunnelDrop::Truncated)?;
+    let inner = &gre[header.header_len()..];
+    if inner.len() < ETH_HEADER_LEN {
+        return Err(TunnelDrop::Truncated);
     }
-    let mut key = None;
-    if flags & GRE_KEY != 0 {
-        let bytes = gre.get(offset..offset + 4).ok_or(TunnelDrop::Truncated)?;
-        key = Some(u32::from_be_bytes(bytes.try_into().expect("four bytes")));
-        offset += 4;
-    }
-    if flags & GRE_SEQ != 0 {
-        offset += 4;
-    }
-    match gre.get(offset..) {
-        Some(inner) if inner.len() >= ETH_HEADER_LEN => Ok((key, inner)),
-        _ => Err(TunnelDrop::Truncated),
-    }
+    Ok((header.key(), inner))
 }
 
 /// A tunnel packet taken apart.
