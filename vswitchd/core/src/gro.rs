@@ -26,9 +26,10 @@
 //! at most [`MAX_FLOWS`] frames held, flushed by the caller at the end of
 //! each receive batch, so nothing waits longer than a batch.
 
-use super::checksum::{checksum, fold, pseudo_header};
-use super::offload::{get_u16 as get16, Gso, Offload};
+use super::checksum::fold;
+use super::offload::{Gso, Offload};
 use super::packet::L2Header;
+use super::wire::{ip_protocol, ipv4, ipv6, tcp, Ipv4Packet, Ipv6Packet, TcpPacket};
 
 /// Flows held at once; the oldest is flushed to make room.
 pub const MAX_FLOWS: usize = 8;
@@ -38,8 +39,10 @@ pub const OVERLAY_MTU: usize = 1450;
 /// The largest frame's IPv4 total length.
 const MAX_IP_LEN: usize = 65_535;
 
-const TCP_ACK: u8 = 0x10;
-const TCP_PSH: u8 = 0x08;
+const TCP_ACK: u8 = tcp::ACK;
+const TCP_PSH: u8 = tcp::PSH;
+/// Source and destination port, what [`same_flow`] compares.
+const TCP_PORTS: std::ops::Range<usize> = tcp::field::SRC_PORT.start..tcp::field::DST_PORT.end;
 
 /// What became of a pushed segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,13 +94,10 @@ struct Parsed {
     flags: u8,
 }
 
-fn get32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// The pseudo-header sum (unfolded) of a TCP/IPv4 segment.
+/// The pseudo-header sum (unfolded) of a TCP/IPv4 segment; the caller
+/// checked the IPv4 header at `l3`.
 fn pseudo(frame: &[u8], l3: usize, tcp_len: usize) -> u64 {
-    pseudo_header(&frame[l3 + 12..l3 + 20], 6, tcp_len)
+    Ipv4Packet::new_unchecked(&frame[l3..]).pseudo_header(ip_protocol::TCP, tcp_len)
 }
 
 /// The segment's headers if it may be merged at all; `None`: pass it.
@@ -107,24 +107,27 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
         return None;
     }
     let l3 = l2.payload_offset;
-    let ip = frame.get(l3..l3 + 20)?;
-    let total = usize::from(get16(ip, 2));
+    let ip = Ipv4Packet::new_checked(&frame[l3..]).ok()?;
     // Version 4, no options, TCP, not a fragment, and no Ethernet padding.
-    if ip[0] != 0x45 || ip[9] != 6 || get16(ip, 6) & 0x3fff != 0 || frame.len() != l3 + total {
+    if ip.version() != 4
+        || ip.header_len() != ipv4::HEADER_LEN
+        || ip.protocol() != ip_protocol::TCP
+        || ip.is_fragment()
+        || frame.len() != l3 + usize::from(ip.total_len())
+    {
         return None;
     }
-    let l4 = l3 + 20;
-    let tcp = frame.get(l4..l4 + 20)?;
-    let doff = usize::from(tcp[12] >> 4) * 4;
-    let payload = l4 + doff;
-    let flags = tcp[13];
-    if doff < 20 || payload >= frame.len() || flags & !(TCP_ACK | TCP_PSH) != 0 || flags & TCP_ACK == 0 {
+    let l4 = l3 + ipv4::HEADER_LEN;
+    let tcp = TcpPacket::new_checked(&frame[l4..]).ok()?;
+    let payload = l4 + tcp.header_len();
+    let flags = tcp.flags();
+    if tcp.payload().is_empty() || flags & !(TCP_ACK | TCP_PSH) != 0 || flags & TCP_ACK == 0 {
         return None;
     }
-    if checksum(&frame[l3..l4], 0) != 0 || !tcp_checksum_ok(frame, l3, l4) {
+    if !ip.verify_checksum() || !tcp_checksum_ok(frame, l3, l4) {
         return None;
     }
-    Some(Parsed { l3, l4, payload, seq: get32(frame, l4 + 4), flags })
+    Some(Parsed { l3, l4, payload, seq: tcp.seq_number(), flags })
 }
 
 /// Whether a TCP/IPv4 segment's checksum is right, or is a partial one:
@@ -136,7 +139,9 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
 /// 65,536 of them, would be taken for partial.)
 fn tcp_checksum_ok(frame: &[u8], l3: usize, l4: usize) -> bool {
     let pseudo = pseudo(frame, l3, frame.len() - l4);
-    checksum(&frame[l4..], pseudo) == 0 || get16(frame, l4 + 16) == fold(pseudo)
+    // The caller checked the fixed TCP header.
+    let tcp = TcpPacket::new_unchecked(&frame[l4..]);
+    tcp.verify_checksum(pseudo) || tcp.checksum() == fold(pseudo)
 }
 
 /// The offload header for a segment passed through whose TCP checksum is
@@ -145,19 +150,28 @@ fn tcp_checksum_ok(frame: &[u8], l3: usize, l4: usize) -> bool {
 /// the frame is what it says it is.
 pub fn partial_checksum(frame: &[u8]) -> Option<Offload> {
     let l2 = L2Header::parse(frame).ok()?;
-    let l3 = l2.payload_offset;
-    let ip = frame.get(l3..l3 + 20)?;
-    let l4 = l3 + usize::from(ip[0] & 0x0f) * 4;
-    let total = usize::from(get16(ip, 2));
-    if l2.ether_type != 0x0800 || ip[0] >> 4 != 4 || ip[9] != 6 || get16(ip, 6) & 0x3fff != 0 {
+    if l2.ether_type != 0x0800 {
         return None;
     }
-    if l4 < l3 + 20 || frame.len() != l3 + total || frame.len() < l4 + 20 {
+    let l3 = l2.payload_offset;
+    let ip = Ipv4Packet::new_checked(&frame[l3..]).ok()?;
+    let l4 = l3 + ip.header_len();
+    if ip.version() != 4 || ip.protocol() != ip_protocol::TCP || ip.is_fragment() {
+        return None;
+    }
+    // The data offset is not looked at: only the checksum is read.
+    if frame.len() != l3 + usize::from(ip.total_len()) || frame.len() < l4 + tcp::HEADER_LEN {
         return None;
     }
     let pseudo = pseudo(frame, l3, frame.len() - l4);
-    let partial = get16(frame, l4 + 16) == fold(pseudo) && checksum(&frame[l4..], pseudo) != 0;
-    partial.then_some(Offload { needs_csum: true, csum_start: l4 as u16, csum_offset: 16, ..Offload::NONE })
+    let tcp = TcpPacket::new_unchecked(&frame[l4..]);
+    let partial = tcp.checksum() == fold(pseudo) && !tcp.verify_checksum(pseudo);
+    partial.then_some(Offload {
+        needs_csum: true,
+        csum_start: l4 as u16,
+        csum_offset: tcp::field::CHECKSUM.start as u16,
+        ..Offload::NONE
+    })
 }
 
 /// The offload header of a whole TCP super-frame that came in one
@@ -173,17 +187,20 @@ pub fn tunnel_super_frame(inner: &[u8], mss: Option<usize>) -> Option<Offload> {
     let l3 = l2.payload_offset;
     let (gso, l4, length) = match l2.ether_type {
         0x0800 => {
-            let ip = inner.get(l3..l3 + 20)?;
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            (ip[9] == 6 && ihl >= 20).then_some((Gso::TcpV4, l3 + ihl, usize::from(get16(ip, 2))))?
+            let ip = Ipv4Packet::new_checked_header(&inner[l3..]).ok()?;
+            let length = usize::from(ip.total_len());
+            (ip.protocol() == ip_protocol::TCP).then_some((Gso::TcpV4, l3 + ip.header_len(), length))?
         }
         0x86dd => {
-            let ip = inner.get(l3..l3 + 40)?;
-            (ip[6] == 6).then_some((Gso::TcpV6, l3 + 40, 40 + usize::from(get16(ip, 4))))?
+            let ip = Ipv6Packet::new_checked_header(&inner[l3..]).ok()?;
+            let length = ipv6::HEADER_LEN + usize::from(ip.payload_len());
+            (ip.next_header() == ip_protocol::TCP).then_some((Gso::TcpV6, l3 + ipv6::HEADER_LEN, length))?
         }
         _ => return None,
     };
-    let payload = l4 + usize::from(*inner.get(l4 + 12)? >> 4) * 4;
+    // Only the data offset must be there: the length checks below judge it.
+    let segment = inner.get(l4..).filter(|s| s.len() > tcp::field::DATA_OFFSET)?;
+    let payload = l4 + TcpPacket::new_unchecked(segment).header_len();
     let mss = mss.unwrap_or(OVERLAY_MTU.saturating_sub(payload - l3));
     if l3 + length != inner.len() || payload > inner.len() || inner.len() - payload <= mss || mss == 0 {
         return None;
@@ -201,10 +218,10 @@ pub fn tunnel_super_frame(inner: &[u8], mss: Option<usize>) -> Option<Offload> {
 
 /// Whether `a` and `b` (a held frame's start, a new segment) are one flow.
 fn same_flow(a: &[u8], b: &[u8], l3: usize, l4: usize) -> bool {
-    a.len() >= l4 + 4
+    a.len() >= l4 + TCP_PORTS.end
         && a[..l3] == b[..l3]
-        && a[l3 + 12..l3 + 20] == b[l3 + 12..l3 + 20]
-        && a[l4..l4 + 4] == b[l4..l4 + 4]
+        && a[l3..][ipv4::field::ADDRESSES] == b[l3..][ipv4::field::ADDRESSES]
+        && a[l4..][TCP_PORTS] == b[l4..][TCP_PORTS]
 }
 
 impl Gro {
@@ -230,7 +247,8 @@ impl Gro {
                 if len < h.mss || p.flags & TCP_PSH != 0 {
                     // Only the last segment may be short or pushed.
                     let h = &mut self.held[i];
-                    h.frame[h.l4 + 13] |= p.flags & TCP_PSH;
+                    let mut tcp = TcpPacket::new_unchecked(&mut h.frame[h.l4..]);
+                    tcp.set_flags(tcp.flags() | (p.flags & TCP_PSH));
                     self.flush(i);
                 }
                 return Verdict::Held;
@@ -264,22 +282,30 @@ impl Gro {
 
     /// Whether `segment` continues the frame `h` holds.
     fn fits(&self, h: &Held, segment: &[u8], p: &Parsed, len: usize) -> bool {
-        let (a, b) = (&h.frame, segment);
         let (l3, l4) = (p.l3, p.l4);
+        // Both parsed (the held frame when it came): headers of the same
+        // length, in the same place.
+        let (ip_a, ip_b) =
+            (Ipv4Packet::new_unchecked(&h.frame[l3..]), Ipv4Packet::new_unchecked(&segment[l3..]));
+        let (tcp_a, tcp_b) =
+            (TcpPacket::new_unchecked(&h.frame[l4..]), TcpPacket::new_unchecked(&segment[l4..]));
+        let offset_byte = |t: &[u8]| t[l4 + tcp::field::DATA_OFFSET];
         p.payload == h.payload
             && p.seq == h.next_seq
             && len <= h.mss
             && h.frame.len() - l3 + len <= MAX_IP_LEN
             // IP ids counting up, as segmentation made them (and makes them again).
-            && get16(b, l3 + 4) == get16(a, l3 + 4).wrapping_add(h.segments)
-            // TOS and TTL; DF; acknowledgement, offset, flags but PSH, window; options.
-            && a[l3 + 1] == b[l3 + 1]
-            && a[l3 + 8] == b[l3 + 8]
-            && a[l3 + 6] == b[l3 + 6]
-            && a[l4 + 8..l4 + 13] == b[l4 + 8..l4 + 13]
-            && a[l4 + 13] & !TCP_PSH == b[l4 + 13] & !TCP_PSH
-            && a[l4 + 14..l4 + 16] == b[l4 + 14..l4 + 16]
-            && a[l4 + 20..p.payload] == b[l4 + 20..p.payload]
+            && ip_b.ident() == ip_a.ident().wrapping_add(h.segments)
+            // TOS and TTL; DF (neither is a fragment); acknowledgement,
+            // offset and reserved bits, flags but PSH, window; options.
+            && ip_a.tos() == ip_b.tos()
+            && ip_a.ttl() == ip_b.ttl()
+            && ip_a.flags_frag() == ip_b.flags_frag()
+            && tcp_a.ack_number() == tcp_b.ack_number()
+            && offset_byte(&h.frame) == offset_byte(segment)
+            && tcp_a.flags() & !TCP_PSH == tcp_b.flags() & !TCP_PSH
+            && tcp_a.window_len() == tcp_b.window_len()
+            && tcp_a.options() == tcp_b.options()
     }
 
     /// Flushes what is held for the flow of `segment`, if it has one, so a
@@ -287,11 +313,12 @@ impl Gro {
     pub fn flush_flow_of(&mut self, tag: u64, segment: &[u8]) {
         let Ok(l2) = L2Header::parse(segment) else { return };
         let l3 = l2.payload_offset;
-        let Some(ip) = segment.get(l3..l3 + 20).filter(|ip| l2.ether_type == 0x0800 && ip[9] == 6) else {
+        if l2.ether_type != 0x0800 {
             return;
-        };
-        let l4 = l3 + usize::from(ip[0] & 0x0f) * 4;
-        if l4 < l3 + 20 || segment.len() < l4 + 4 {
+        }
+        let Ok(ip) = Ipv4Packet::new_checked_header(&segment[l3..]) else { return };
+        let l4 = l3 + ip.header_len();
+        if ip.protocol() != ip_protocol::TCP || segment.len() < l4 + TCP_PORTS.end {
             return;
         }
         if let Some(i) =
@@ -307,19 +334,18 @@ impl Gro {
         // A lone segment leaves as it came, finished later if its checksum was partial.
         let mut offload = partial_checksum(&frame).unwrap_or(Offload::NONE);
         if segments > 1 {
-            let l3 = l4 - 20;
+            let l3 = l4 - ipv4::HEADER_LEN;
             let total = (frame.len() - l3) as u16;
-            frame[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
-            frame[l3 + 10..l3 + 12].fill(0);
-            let ip_sum = checksum(&frame[l3..l4], 0);
-            frame[l3 + 10..l3 + 12].copy_from_slice(&ip_sum.to_be_bytes());
+            let mut ip = Ipv4Packet::new_unchecked(&mut frame[l3..]);
+            ip.set_total_len(total);
+            ip.fill_checksum();
             // NEEDS_CSUM: the field holds the pseudo-header sum, folded.
             let partial = fold(pseudo(&frame, l3, frame.len() - l4));
-            frame[l4 + 16..l4 + 18].copy_from_slice(&partial.to_be_bytes());
+            TcpPacket::new_unchecked(&mut frame[l4..]).set_checksum(partial);
             offload = Offload {
                 needs_csum: true,
                 csum_start: l4 as u16,
-                csum_offset: 16,
+                csum_offset: tcp::field::CHECKSUM.start as u16,
                 gso: Gso::TcpV4,
                 gso_size: mss as u16,
                 hdr_len: payload as u16,
@@ -357,8 +383,14 @@ impl Gro {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checksum::checksum;
     use crate::offload::finish;
     use proptest::prelude::*;
+
+    // The tests poke bytes at offsets of their own making.
+    fn get16(b: &[u8], at: usize) -> u16 {
+        u16::from_be_bytes([b[at], b[at + 1]])
+    }
 
     /// A TSO super-frame of `payload` from port `sport`, as a veth hands it
     /// over (partial checksum, GSO with `mss`), with TCP timestamps.

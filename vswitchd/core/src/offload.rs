@@ -16,8 +16,9 @@
 //! Invariant: `csum_start` and `hdr_len` count from the first byte of the
 //! frame, so re-tagging shifts them ([`Offload::shift`]).
 
-use super::checksum::{checksum, pseudo_header};
+use super::checksum::checksum;
 use super::packet::L2Header;
+use super::wire::{ip_protocol, ipv6, tcp, udp, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 
 /// The virtio-net header's length without `num_buffers`.
 pub const VNET_HDR_LEN: usize = 10;
@@ -141,14 +142,6 @@ pub enum OffloadError {
     Malformed,
 }
 
-fn put_u16(buf: &mut [u8], at: usize, v: u16) {
-    buf[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
-pub fn get_u16(buf: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([buf[at], buf[at + 1]])
-}
-
 /// Completes a partial checksum in place.
 fn complete_csum(frame: &mut [u8], start: usize, offset: usize) -> Result<(), OffloadError> {
     let at = start + offset;
@@ -160,7 +153,8 @@ fn complete_csum(frame: &mut [u8], start: usize, offset: usize) -> Result<(), Of
     if csum == 0 && offset == 6 {
         csum = 0xffff;
     }
-    put_u16(frame, at, csum);
+    // Wherever the header said: not a field of a header known here.
+    frame[at..at + 2].copy_from_slice(&csum.to_be_bytes());
     Ok(())
 }
 
@@ -175,48 +169,58 @@ struct Layout {
 fn layout(frame: &[u8], tcp: bool) -> Result<Layout, OffloadError> {
     let l2 = L2Header::parse(frame).map_err(|_| OffloadError::Malformed)?;
     let l3 = l2.payload_offset;
+    let proto = if tcp { ip_protocol::TCP } else { ip_protocol::UDP };
+    // The IP length fields are the super-frame's, rewritten per segment:
+    // only the headers are checked.
     let (ipv4, l4) = match l2.ether_type {
         0x0800 => {
-            let ihl = usize::from(*frame.get(l3).ok_or(OffloadError::Malformed)? & 0x0f) * 4;
             // The header is at least 20 bytes; the fuzzer found a GSO
             // frame claiming less, which read past the frame.
-            if ihl < 20 {
-                return Err(OffloadError::Malformed);
-            }
-            (true, l3 + ihl)
+            let ip = Ipv4Packet::new_checked_header(&frame[l3..]).map_err(|_| OffloadError::Malformed)?;
+            (true, l3 + ip.header_len())
         }
         // Extension headers between IPv6 and TCP are not segmented here.
-        0x86dd => (false, l3 + 40),
+        0x86dd => {
+            let ip = Ipv6Packet::new_checked_header(&frame[l3..]).map_err(|_| OffloadError::Malformed)?;
+            if ip.next_header() != proto {
+                return Err(OffloadError::Malformed);
+            }
+            (false, l3 + ipv6::HEADER_LEN)
+        }
         _ => return Err(OffloadError::Malformed),
     };
-    let l4_len =
-        if tcp { usize::from(*frame.get(l4 + 12).ok_or(OffloadError::Malformed)? >> 4) * 4 } else { 8 };
-    let payload = l4 + l4_len;
-    // A TCP header is at least 20 bytes: its checksum is at 16.
-    let min_l4 = if tcp { 20 } else { 8 };
-    if l4_len < min_l4 || payload > frame.len() || (!ipv4 && frame[l3 + 6] != if tcp { 6 } else { 17 }) {
+    let segment = frame.get(l4..).ok_or(OffloadError::Malformed)?;
+    // A TCP header is at least 20 bytes (its checksum is at 16) and holds
+    // its options; UDP's length field is the super-frame's.
+    let l4_len = if tcp {
+        TcpPacket::new_checked(segment).map_err(|_| OffloadError::Malformed)?.header_len()
+    } else if segment.len() >= udp::HEADER_LEN {
+        udp::HEADER_LEN
+    } else {
         return Err(OffloadError::Malformed);
-    }
-    Ok(Layout { l3, ipv4, l4, payload })
+    };
+    Ok(Layout { l3, ipv4, l4, payload: l4 + l4_len })
 }
 
 /// The pseudo-header sum for a transport segment of `l4_len` bytes.
 fn pseudo_sum(seg: &[u8], lay: &Layout, proto: u8, l4_len: usize) -> u64 {
-    let addresses = if lay.ipv4 { &seg[lay.l3 + 12..lay.l3 + 20] } else { &seg[lay.l3 + 8..lay.l3 + 40] };
-    pseudo_header(addresses, proto, l4_len)
+    // layout() checked the IP header.
+    if lay.ipv4 {
+        Ipv4Packet::new_unchecked(&seg[lay.l3..]).pseudo_header(proto, l4_len)
+    } else {
+        Ipv6Packet::new_unchecked(&seg[lay.l3..]).pseudo_header(proto, l4_len)
+    }
 }
 
 /// Fixes the IP header of a segment whose transport part is `l4_len` long.
 fn fix_ip(seg: &mut [u8], lay: &Layout, l4_len: usize, index: u16) {
     if lay.ipv4 {
-        put_u16(seg, lay.l3 + 2, (lay.l4 - lay.l3 + l4_len) as u16);
-        let id = get_u16(seg, lay.l3 + 4).wrapping_add(index);
-        put_u16(seg, lay.l3 + 4, id);
-        put_u16(seg, lay.l3 + 10, 0);
-        let csum = checksum(&seg[lay.l3..lay.l4], 0);
-        put_u16(seg, lay.l3 + 10, csum);
+        let mut ip = Ipv4Packet::new_unchecked(&mut seg[lay.l3..]);
+        ip.set_total_len((lay.l4 - lay.l3 + l4_len) as u16);
+        ip.set_ident(ip.ident().wrapping_add(index));
+        ip.fill_checksum();
     } else {
-        put_u16(seg, lay.l3 + 4, l4_len as u16);
+        Ipv6Packet::new_unchecked(&mut seg[lay.l3..]).set_payload_len(l4_len as u16);
     }
 }
 
@@ -288,29 +292,26 @@ fn segment(
         let seg = &mut out[base..];
         let l4_len = seg.len() - lay.l4;
         fix_ip(seg, &lay, l4_len, i as u16);
-        let proto = if tcp { 6 } else { 17 };
-        let csum_at = if tcp {
-            let seq = u32::from_be_bytes(seg[lay.l4 + 4..lay.l4 + 8].try_into().unwrap());
-            seg[lay.l4 + 4..lay.l4 + 8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
-            let flags = lay.l4 + 13;
+        let proto = if tcp { ip_protocol::TCP } else { ip_protocol::UDP };
+        let pseudo = pseudo_sum(seg, &lay, proto, l4_len);
+        // layout() checked the transport header.
+        if tcp {
+            let mut tcp = TcpPacket::new_unchecked(&mut seg[lay.l4..]);
+            tcp.set_seq_number(tcp.seq_number().wrapping_add((i * mss) as u32));
+            let mut flags = tcp.flags();
             if i + 1 < count {
-                seg[flags] &= !(0x01 | 0x08); // FIN, PSH: last segment only
+                flags &= !(tcp::FIN | tcp::PSH); // last segment only
             }
             if i > 0 {
-                seg[flags] &= !0x80; // CWR: first segment only
+                flags &= !tcp::CWR; // first segment only
             }
-            lay.l4 + 16
+            tcp.set_flags(flags);
+            tcp.fill_checksum(pseudo);
         } else {
-            put_u16(seg, lay.l4 + 4, l4_len as u16);
-            lay.l4 + 6
-        };
-        put_u16(seg, csum_at, 0);
-        let pseudo = pseudo_sum(seg, &lay, proto, l4_len);
-        let mut csum = checksum(&seg[lay.l4..], pseudo);
-        if !tcp && csum == 0 {
-            csum = 0xffff;
+            let mut udp = UdpPacket::new_unchecked(&mut seg[lay.l4..]);
+            udp.set_length(l4_len as u16);
+            udp.fill_checksum(pseudo);
         }
-        put_u16(seg, csum_at, csum);
         piece(out);
     }
     Ok(())
@@ -321,6 +322,11 @@ mod tests {
     use super::*;
     use crate::checksum::fold;
     use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+    // The tests poke bytes at offsets of their own making.
+    fn put_u16(buf: &mut [u8], at: usize, v: u16) {
+        buf[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    }
 
     fn tcp_frame(payload: &[u8], v6: bool) -> Vec<u8> {
         let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
