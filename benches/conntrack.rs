@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vswitch_core::bridge::{Bridge, Transmit};
 use vswitch_core::conntrack::{Conntrack, CtRequest, Nat, NatRange};
-use vswitch_core::ofctl::parse_flow;
+use vswitch_core::l2::vlan::PortVlan;
 use vswitch_core::offload::Offload;
-use vswitch_core::vlan::PortVlan;
+use vswitch_core::ofproto::ofctl::parse_flow;
 use vswitch_core::Timestamp;
 
 /// Counts the bytes live on the heap, for the per-entry figure.

@@ -4,14 +4,14 @@
 //! keys here; throughput is decisions per second on one core.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use vswitch_core::actions::Action;
 use vswitch_core::bridge::{Bridge, Transmit};
-use vswitch_core::classifier::Tables;
-use vswitch_core::flow::{Field, Match, Words, WORDS};
-use vswitch_core::megaflow::MegaflowCache;
-use vswitch_core::ofctl::FlowSpec;
+use vswitch_core::dpif::megaflow::MegaflowCache;
+use vswitch_core::l2::vlan::PortVlan;
 use vswitch_core::offload::Offload;
-use vswitch_core::vlan::PortVlan;
+use vswitch_core::ofproto::actions::Action;
+use vswitch_core::ofproto::classifier::Tables;
+use vswitch_core::ofproto::flow::{Field, Match, Words, WORDS};
+use vswitch_core::ofproto::ofctl::FlowSpec;
 use vswitch_core::Timestamp;
 
 fn key(i: u64) -> Words {

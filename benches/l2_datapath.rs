@@ -5,9 +5,9 @@
 //! frames per second on one core.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use vswitch_core::batch::BATCH_SIZE;
 use vswitch_core::bridge::Bridge;
-use vswitch_core::vlan::PortVlan;
+use vswitch_core::dpif::batch::BATCH_SIZE;
+use vswitch_core::l2::vlan::PortVlan;
 use vswitch_core::Timestamp;
 
 #[path = "common/l2.rs"]

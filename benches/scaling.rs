@@ -17,8 +17,8 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use vswitch_core::batch::BATCH_SIZE;
-use vswitch_core::vlan::PortVlan;
+use vswitch_core::dpif::batch::BATCH_SIZE;
+use vswitch_core::l2::vlan::PortVlan;
 use vswitch_core::Timestamp;
 
 #[path = "common/l2.rs"]

@@ -49,7 +49,7 @@ for path in pcaps:
         out("frame_pipeline", name, seed)
 
 flows = set()
-for test in glob.glob(os.path.join(root, "tests", "*.rs")) + glob.glob(os.path.join(root, "vswitchd", "core", "src", "*.rs")):
+for test in glob.glob(os.path.join(root, "tests", "*.rs")) + glob.glob(os.path.join(root, "vswitchd", "core", "src", "**", "*.rs"), recursive=True):
     for m in re.finditer(r'"((?:table=\d+,)?(?:priority=|in_port=|ip,|tcp|udp|arp|actions=)[^"\\]{4,300})"', open(test).read()):
         flows.add(m.group(1))
 for i, flow in enumerate(sorted(flows)):

@@ -219,9 +219,9 @@ fn conntrack_takes_every_shared_capture() {
 #[test]
 fn every_shared_capture_through_the_nat_and_the_router() {
     use vswitchd::core::bridge::{Bridge, BridgeSettings};
-    use vswitchd::core::gateway::Gateway;
-    use vswitchd::core::ofctl::parse_flow;
-    use vswitchd::core::vlan::PortVlan;
+    use vswitchd::core::l2::vlan::PortVlan;
+    use vswitchd::core::l3::gateway::Gateway;
+    use vswitchd::core::ofproto::ofctl::parse_flow;
     use vswitchd::core::Timestamp;
     use vswitchd::nat::{compile, Masquerade, PortMapping};
     let Some(dir) = shared_pcaps() else {
@@ -287,8 +287,8 @@ fn every_shared_capture_through_the_nat_and_the_router() {
 fn aim_at_the_router(
     frame: &[u8],
     inside: bool,
-    gateway: &vswitchd::core::gateway::Gateway,
-    uplink: &vswitchd::core::gateway::Gateway,
+    gateway: &vswitchd::core::l3::gateway::Gateway,
+    uplink: &vswitchd::core::l3::gateway::Gateway,
 ) -> Vec<u8> {
     let mut f = frame.to_vec();
     let router = if inside { gateway } else { uplink };

@@ -14,11 +14,11 @@ use std::net::Ipv4Addr;
 
 use testkit::*;
 use vswitchd::core::bridge::{Bridge, Transmit};
+use vswitchd::core::l2::vlan::PortVlan;
 use vswitchd::core::offload::Offload;
 use vswitchd::core::tunnel::{
     decap_frame, decap_vxlan, encap, TunnelConfig, TunnelDrop, TunnelKind, TunnelMap, TunnelMeta,
 };
-use vswitchd::core::vlan::PortVlan;
 use vswitchd::core::Timestamp;
 
 const LOCAL: u16 = 1;
@@ -220,7 +220,7 @@ fn encapsulation_takes_key_and_remote_from_the_port_or_the_flow() {
         _ => None,
     };
     let flow = "in_port=p1,actions=set_field:198.19.0.2->tun_dst,set_tunnel:0x1234,output:tun0,output:gre0";
-    br.add_flow(vswitchd::core::ofctl::parse_flow(flow, &ports).unwrap(), now);
+    br.add_flow(vswitchd::core::ofproto::ofctl::parse_flow(flow, &ports).unwrap(), now);
     let mut sent = Sent::default();
     let frame = udp_frame();
     br.receive(now, LOCAL, frame.as_slice().into(), &mut sent);
@@ -268,7 +268,7 @@ fn tunnel_metadata_is_matched_by_flows() {
         "priority=10,tun_id=5,tun_src=198.19.0.0/24,actions=output:p1",
         "priority=5,in_port=tun0,actions=drop",
     ] {
-        br.add_flow(vswitchd::core::ofctl::parse_flow(flow, &ports).unwrap(), now);
+        br.add_flow(vswitchd::core::ofproto::ofctl::parse_flow(flow, &ports).unwrap(), now);
     }
     let frame = udp_frame();
     let from = |id: u64, src: [u8; 4]| TunnelMeta { id, src: u32::from(Ipv4Addr::from(src)), dst: 0 };

@@ -4,11 +4,11 @@
 //! received batch (so frames that leave unchanged are queued by reference,
 //! as in the daemon: see `TxQueues::lend`).
 
-pub use vswitch_core::batch::TxQueues as Queues;
-use vswitch_core::batch::{PacketBatch, BATCH_SIZE};
 use vswitch_core::bridge::Bridge;
+pub use vswitch_core::dpif::batch::TxQueues as Queues;
+use vswitch_core::dpif::batch::{PacketBatch, BATCH_SIZE};
+use vswitch_core::l2::vlan::PortVlan;
 use vswitch_core::offload::Offload;
-use vswitch_core::vlan::PortVlan;
 use vswitch_core::Timestamp;
 
 pub const PORTS: u16 = 4;

@@ -6,8 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use vswitch_core::bridge::Bridge;
-use vswitch_core::flow::{Words, WORDS};
-use vswitch_core::ofctl::{parse_flow, parse_match};
+use vswitch_core::ofproto::flow::{Words, WORDS};
+use vswitch_core::ofproto::ofctl::{parse_flow, parse_match};
 use vswitch_core::Timestamp;
 
 fuzz_target!(|data: &[u8]| {

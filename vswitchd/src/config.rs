@@ -25,10 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::bridge::BridgeSettings;
 use crate::core::conntrack;
-use crate::core::gateway::Gateway;
-use crate::core::mac_learning::{DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
-use crate::core::ofctl::{parse_flow, parse_match, FlowSpec};
-use crate::core::vlan::{PortVlan, VlanMode};
+use crate::core::l2::mac_learning::{DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
+use crate::core::l2::vlan::{PortVlan, VlanMode};
+use crate::core::l3::gateway::Gateway;
+use crate::core::ofproto::ofctl::{parse_flow, parse_match, FlowSpec};
 use crate::nat::{Masquerade, PortMapping};
 use crate::netns::Attachment;
 
@@ -324,7 +324,7 @@ pub enum LiveQuery {
     Megaflows { bridge: String },
     Conntrack { bridge: String },
     FlushConntrack { bridge: String },
-    Trace { bridge: String, key: crate::core::flow::Words },
+    Trace { bridge: String, key: crate::core::ofproto::flow::Words },
     Fdb { bridge: String },
     FdbStats { bridge: String },
     FdbFlush { bridge: Option<String> },

@@ -44,11 +44,11 @@ use tokio::sync::oneshot;
 use crate::config::{CompiledFlows, Config, FlowOp, InterfaceConfig, LiveQuery};
 use crate::core::bridge::{Bridge, Packet};
 use crate::core::conntrack::{Tuple, PROTO_TCP, PROTO_UDP};
-use crate::core::flow::format_masked;
-use crate::core::gro::{self, Gro, Verdict};
-use crate::core::ofctl::FlowSpec;
 use crate::core::offload::Offload;
+use crate::core::ofproto::flow::format_masked;
+use crate::core::ofproto::ofctl::FlowSpec;
 use crate::core::packet::{format_mac, Malformation};
+use crate::core::tunnel::gro::{self, Gro, Verdict};
 use crate::core::tunnel::{
     decap_gre_packet, decap_vxlan, Decapsulated, Endpoint, TunnelKind, TunnelMap, TunnelMeta,
 };

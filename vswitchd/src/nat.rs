@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::gateway::Gateway;
+use crate::core::l3::gateway::Gateway;
 
 /// Cookies of compiled flows: this value under [`COOKIE_MASK`].
 pub const COOKIE: u64 = 0x5653_4e41_5400_0000;
@@ -100,7 +100,7 @@ pub fn compile(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ofctl::parse_flow;
+    use crate::core::ofproto::ofctl::parse_flow;
 
     #[test]
     fn compiled_flows_parse_and_name_what_they_do() {

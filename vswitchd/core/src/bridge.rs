@@ -17,23 +17,23 @@
 
 use std::collections::HashMap;
 
-use super::actions::{Action, DpAction};
-use super::classifier::{RuleId, Tables};
 use super::conntrack::{Conntrack, CtDrop, CtRequest};
-use super::flow::{format_masked, Field, Words};
-use super::gateway::Gateway;
-use super::mac_learning::{MacTable, DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
-use super::megaflow::MegaflowCache;
-use super::ofctl::FlowSpec;
 use super::offload::Offload;
 use super::packet::{
     is_multicast, is_reserved_multicast, needs_retag, retag, FlowKey, L2Header, Mac, Malformation,
 };
 use super::rewrite;
-use super::router::{Egress, Interface, Routed, Router};
 use super::tunnel::TunnelMeta;
-use super::vlan::PortVlan;
 use super::{DropReason, Timestamp};
+use crate::dpif::megaflow::MegaflowCache;
+use crate::l2::mac_learning::{MacTable, DEFAULT_AGING_SECS, DEFAULT_CAPACITY};
+use crate::l2::vlan::PortVlan;
+use crate::l3::gateway::Gateway;
+use crate::l3::router::{Egress, Interface, Routed, Router};
+use crate::ofproto::actions::{Action, DpAction};
+use crate::ofproto::classifier::{RuleId, Tables};
+use crate::ofproto::flow::{format_masked, Field, Words};
+use crate::ofproto::ofctl::FlowSpec;
 
 /// Where frames leave the core; the shell queues them per port and hands
 /// each queue to its device once the batch is done.
@@ -187,7 +187,7 @@ pub struct Bridge {
     cache: MegaflowCache,
     flows: FlowEntries,
     /// Each flow by (table, priority, match): OpenFlow allows one per place.
-    by_place: HashMap<(u8, u16, crate::flow::Match), RuleId, foldhash::fast::RandomState>,
+    by_place: HashMap<(u8, u16, crate::ofproto::flow::Match), RuleId, foldhash::fast::RandomState>,
     /// The `priority=0,actions=NORMAL` rule every bridge starts with, while
     /// it exists; when it is the only rule, frames skip the tables.
     default_rule: Option<RuleId>,
@@ -353,7 +353,7 @@ impl Bridge {
                     let covered = if strict {
                         f.spec.matcher == m.matcher && f.spec.priority == m.priority
                     } else {
-                        (0..crate::flow::WORDS).all(|i| {
+                        (0..crate::ofproto::flow::WORDS).all(|i| {
                             f.spec.matcher.mask[i] & m.matcher.mask[i] == m.matcher.mask[i]
                                 && f.spec.matcher.value[i] & m.matcher.mask[i] == m.matcher.value[i]
                         })
@@ -1095,8 +1095,8 @@ impl Bridge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::l2::vlan::VlanMode;
     use crate::packet::Mac;
-    use crate::vlan::VlanMode;
 
     const A: Mac = [0x02, 0, 0, 0, 0, 0xa];
     const B: Mac = [0x02, 0, 0, 0, 0, 0xb];
@@ -1307,7 +1307,7 @@ mod tests {
 
     mod flows {
         use super::*;
-        use crate::ofctl::parse_flow;
+        use crate::ofproto::ofctl::parse_flow;
 
         fn ports(name: &str) -> Option<u16> {
             name.strip_prefix('p').and_then(|n| n.parse().ok())
@@ -1581,7 +1581,7 @@ mod tests {
             let mut br = three_ports();
             flow(&mut br, "cookie=0x1201,priority=5,in_port=1,actions=output:2");
             flow(&mut br, "cookie=0x1302,priority=5,in_port=2,actions=output:3");
-            let filter = crate::ofctl::parse_match("cookie=0x1200/0xff00", &ports).unwrap();
+            let filter = crate::ofproto::ofctl::parse_match("cookie=0x1200/0xff00", &ports).unwrap();
             assert_eq!(br.delete_flows(Some(&filter), false), 1);
             let cookies: Vec<u64> = br.flows().map(|(_, f)| f.spec.cookie).collect();
             assert_eq!(cookies, vec![0, 0x1302], "the default flow and the other cookie stay");

@@ -37,13 +37,13 @@
 
 use std::collections::HashMap;
 
-pub use super::actions::{format_nat, parse_nat, CtRequest, Nat, NatRange};
-use super::flow::Field;
 use super::offload::Offload;
 use super::packet::L2Header;
 use super::rewrite;
 use super::wire::{icmp, ipv4, tcp, udp, Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket};
 use super::Timestamp;
+pub use crate::ofproto::actions::{format_nat, parse_nat, CtRequest, Nat, NatRange};
+use crate::ofproto::flow::Field;
 
 /// `ct_state` bits, with OVS's values.
 pub mod state {

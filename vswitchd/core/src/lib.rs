@@ -21,7 +21,7 @@
 //! Threads. Nothing here starts a thread, takes a lock or keeps a global;
 //! state is changed through `&mut`, so whoever shares a value mutably
 //! brings the lock. A [`bridge::Bridge`] is neither `Send` nor `Sync`: its
-//! megaflow cache ([`megaflow::MegaflowCache`]) shares each cached decision
+//! megaflow cache ([`dpif::megaflow::MegaflowCache`]) shares each cached decision
 //! between its megaflow and exact-match entries as an `Rc` with `Cell`
 //! counters, so that a hit copies nothing and counts without atomics. A
 //! bridge is therefore built and used on the one thread that forwards for
@@ -34,34 +34,31 @@
 //! ```
 //!
 //! Everything else is plain owned data, `Send` and `Sync`: configuration
-//! ([`ofctl::FlowSpec`], [`classifier::Tables`], [`bridge::BridgeSettings`],
-//! [`vlan::PortVlan`], [`tunnel::TunnelConfig`], [`gateway::Gateway`]) may
+//! ([`ofproto::ofctl::FlowSpec`], [`ofproto::classifier::Tables`], [`bridge::BridgeSettings`],
+//! [`l2::vlan::PortVlan`], [`tunnel::TunnelConfig`], [`l3::gateway::Gateway`]) may
 //! be built on one thread and handed to the forwarding one, or read through
 //! `&` from many; the state machines that also work on their own
-//! ([`conntrack::Conntrack`], [`mac_learning::MacTable`],
-//! [`router::Router`], [`gro::Gro`]) may move between threads the same way.
+//! ([`conntrack::Conntrack`], [`l2::mac_learning::MacTable`],
+//! [`l3::router::Router`], [`tunnel::gro::Gro`]) may move between threads the same way.
 //! The test `threads::what_the_crate_documentation_says_may_cross_threads`
 //! keeps that list true.
 
-pub mod actions;
-pub mod batch;
+// The layers, as OVS has them: OpenFlow semantics over a fast-path cache,
+// with L2, L3, connection tracking and tunnels beside; packet handling
+// (parsing, views, checksums, rewrites, offloads) below them all; and the
+// bridge, which assembles one switch from them.
 pub mod bridge;
-pub mod checksum;
-pub mod classifier;
 pub mod conntrack;
-pub mod flow;
-pub mod gateway;
-pub mod gro;
-pub mod mac_learning;
-pub mod masked_map;
-pub mod megaflow;
-pub mod ofctl;
+pub mod dpif;
+pub mod l2;
+pub mod l3;
+pub mod ofproto;
+pub mod tunnel;
+
+pub mod checksum;
 pub mod offload;
 pub mod packet;
 pub mod rewrite;
-pub mod router;
-pub mod tunnel;
-pub mod vlan;
 pub mod wire;
 
 /// Datapath time in milliseconds from an arbitrary origin. The shell derives
@@ -158,15 +155,15 @@ mod threads {
 
     #[test]
     fn what_the_crate_documentation_says_may_cross_threads() {
-        send_and_sync::<super::ofctl::FlowSpec>();
-        send_and_sync::<super::classifier::Tables>();
+        send_and_sync::<crate::ofproto::ofctl::FlowSpec>();
+        send_and_sync::<crate::ofproto::classifier::Tables>();
         send_and_sync::<super::bridge::BridgeSettings>();
-        send_and_sync::<super::vlan::PortVlan>();
+        send_and_sync::<crate::l2::vlan::PortVlan>();
         send_and_sync::<super::tunnel::TunnelConfig>();
-        send_and_sync::<super::gateway::Gateway>();
+        send_and_sync::<crate::l3::gateway::Gateway>();
         send_and_sync::<super::conntrack::Conntrack>();
-        send_and_sync::<super::mac_learning::MacTable>();
-        send_and_sync::<super::router::Router>();
-        send_and_sync::<super::gro::Gro>();
+        send_and_sync::<crate::l2::mac_learning::MacTable>();
+        send_and_sync::<crate::l3::router::Router>();
+        send_and_sync::<crate::tunnel::gro::Gro>();
     }
 }

@@ -19,8 +19,8 @@ use etherparse::{
     ArpPacketSlice, Ipv4HeaderSlice, Ipv6ExtensionsSlice, Ipv6HeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
 };
 
-use super::flow::{Field, Words, WORDS};
 use super::DropReason;
+use crate::ofproto::flow::{Field, Words, WORDS};
 
 pub type Mac = [u8; 6];
 

@@ -9,13 +9,13 @@
 //! range the offload engine will sum). Both cases are handled here.
 
 use super::checksum::adjust;
-use super::flow::Field;
 use super::offload::Offload;
 use super::packet::{retag, L2Header, Mac, VLAN_TAG_LEN};
 use super::wire::{
     self, ip_protocol, ipv4, ipv6, tcp, udp, ArpPacket, EthernetFrame, Ipv4Packet, Ipv6Packet, TcpPacket,
     UdpPacket,
 };
+use crate::ofproto::flow::Field;
 use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -678,10 +678,11 @@ mod tests {
         assert_eq!(flows.len(), 1);
         let mut bridge = Bridge::default();
         for port in 1..=3 {
-            bridge.set_port(port, &format!("p{port}"), crate::core::vlan::PortVlan::default());
+            bridge.set_port(port, &format!("p{port}"), crate::core::l2::vlan::PortVlan::default());
         }
         let now = Timestamp::from_millis(0);
-        let mut spec = crate::core::ofctl::parse_flow(&flows[0], &|_: &str| None).expect("the flow parses");
+        let mut spec =
+            crate::core::ofproto::ofctl::parse_flow(&flows[0], &|_: &str| None).expect("the flow parses");
         spec.cookie = COOKIE;
         bridge.add_flow(spec, now);
 

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use proto::{ErrorCode, RpcError};
 
 use crate::config::InterfaceConfig;
-pub use crate::core::batch::{Frames, PacketBatch, TxQueues, BATCH_SIZE};
+pub use crate::core::dpif::batch::{Frames, PacketBatch, TxQueues, BATCH_SIZE};
 use crate::core::offload::Offload;
 use crate::core::tunnel::{TunnelConfig, TunnelDrop};
 

@@ -19,7 +19,7 @@
 //!   one by one).
 //! - Receiving, VXLAN sockets ask for UDP_GRO: a flow's datagrams arrive
 //!   coalesced, and the datapath cuts them apart again (then merges their
-//!   TCP segments, [`crate::core::gro`]). The sockets say IP_PMTUDISC_DONT: an outer
+//!   TCP segments, [`crate::core::tunnel::gro`]). The sockets say IP_PMTUDISC_DONT: an outer
 //!   packet bigger than the path is fragmented by the kernel, never
 //!   dropped or sent corrupt. Fragments are slow, so the advice is an
 //!   inner MTU of 1450 for VXLAN and 1458 for GRE on a 1500-byte underlay.

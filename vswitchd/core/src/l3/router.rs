@@ -26,12 +26,12 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::gateway::Gateway;
-use super::offload::Offload;
-use super::packet::{L2Header, Mac};
-use super::rewrite;
-use super::wire::{ipv4, ArpPacket, EthernetFrame, Ipv4Packet};
-use super::Timestamp;
+use crate::l3::gateway::Gateway;
+use crate::offload::Offload;
+use crate::packet::{L2Header, Mac};
+use crate::rewrite;
+use crate::wire::{ipv4, ArpPacket, EthernetFrame, Ipv4Packet};
+use crate::Timestamp;
 
 pub const MAX_PENDING_PER_NEIGHBOUR: usize = 8;
 pub const MAX_PENDING: usize = 256;

@@ -1,7 +1,7 @@
 //! OpenFlow tables over the packed flow key, in the manner of OVS's
 //! `lib/classifier.c`; the megaflow cache in front of them is
-//! [`crate::megaflow`], the key and matches [`crate::flow`], the actions
-//! [`crate::actions`].
+//! [`crate::dpif::megaflow`], the key and matches [`crate::ofproto::flow`], the actions
+//! [`crate::ofproto::actions`].
 //!
 //! A rule matches when, word by word, `key & mask == value` (its value is
 //! stored pre-masked). Rules with the same mask share a subtable, a
@@ -26,9 +26,9 @@
 
 use std::collections::HashMap as StdHashMap;
 
-use super::actions::{Action, DpAction};
-use super::flow::{Field, Match, Words, WORDS};
-use super::masked_map::MaskedMap;
+use crate::ofproto::actions::{Action, DpAction};
+use crate::ofproto::flow::{Field, Match, Words, WORDS};
+use crate::ofproto::masked_map::MaskedMap;
 
 /// Keys come from the wire: hashed with a per-process seed, and fast.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
@@ -329,7 +329,7 @@ fn write_field(key: &mut Words, d: &mut Decision, field: Field, value: u64, kept
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::megaflow::MegaflowCache;
+    use crate::dpif::megaflow::MegaflowCache;
     use proptest::prelude::*;
 
     fn key(in_port: u64, nw_src: u64, nw_dst: u64, tp_dst: u64) -> Words {

@@ -52,8 +52,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::packet::{is_multicast, Mac};
-use super::Timestamp;
+use crate::packet::{is_multicast, Mac};
+use crate::Timestamp;
 
 pub const DEFAULT_AGING_SECS: u64 = 300;
 pub const DEFAULT_CAPACITY: usize = 8192;

@@ -11,7 +11,7 @@
 //! see an action they could not run. Depends only on the flow key
 //! ([`Field`]); plain data, `Send` and `Sync`.
 
-use crate::flow::Field;
+use crate::ofproto::flow::Field;
 
 /// What the pipeline does to a packet, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -7,7 +7,7 @@
 //! the classifier's subtables and by the megaflow cache: one map per mask.
 //! Owned data, `Send` and `Sync` when its values are.
 
-use crate::flow::{masked, Words, WORDS};
+use crate::ofproto::flow::{masked, Words, WORDS};
 
 /// A hash map keyed by `key & mask` that hashes and compares only the
 /// words the mask touches (OVS's miniflow idea): a subtable matching on

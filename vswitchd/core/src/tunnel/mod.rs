@@ -24,18 +24,20 @@
 //! On output it picks the key of a `key=flow` port and the remote end of a
 //! `remote_ip=flow` port; ports with a fixed key or remote ignore it.
 
+pub mod gro;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use super::flow::{Field, Words};
-use super::wire::{gre, vxlan, GrePacket, VxlanPacket};
+use crate::ofproto::flow::{Field, Words};
+use crate::wire::{gre, vxlan, GrePacket, VxlanPacket};
 
 /// IANA's VXLAN port; Linux's old default, 8472, is `options:dst_port=8472`.
 pub const VXLAN_PORT: u16 = 4789;
 pub const VXLAN_HEADER_LEN: usize = vxlan::HEADER_LEN;
 /// GRE's protocol number for an Ethernet frame.
 pub const ETHERTYPE_TEB: u16 = 0x6558;
-pub const IPPROTO_GRE: u8 = super::wire::ip_protocol::GRE;
+pub const IPPROTO_GRE: u8 = crate::wire::ip_protocol::GRE;
 /// What VXLAN adds to an inner frame on the wire: IPv4, UDP and VXLAN
 /// headers. The inner MTU that avoids fragmentation on a 1500-byte
 /// underlay is 1500 - 14 (inner Ethernet) - 36 = 1450, Docker's overlay MTU.
@@ -144,8 +146,9 @@ impl TunnelConfig {
                 "local_ip" => config.local = Some(ip(name, value)?),
                 "key" | "in_key" | "out_key" if value == "flow" => config.key = TunnelKey::Flow,
                 "key" => {
-                    let key =
-                        super::ofctl::parse_num(value).filter(|k| *k <= kind.max_key()).ok_or_else(|| {
+                    let key = crate::ofproto::ofctl::parse_num(value)
+                        .filter(|k| *k <= kind.max_key())
+                        .ok_or_else(|| {
                             format!(
                                 "options:key={value:?} is not a {} key: use 0 to {:#x}, or flow",
                                 kind.name(),
@@ -545,7 +548,7 @@ mod tests {
         assert_eq!((remote, &header.as_bytes()[4..]), (OTHER, &[0, 0, 0x77, 0][..]));
         let wide = TunnelMeta { id: 0x100_0000, ..meta };
         assert_eq!(encap(&c, &wide), Err(TunnelDrop::KeyTooWide));
-        let mut words = [0; crate::flow::WORDS];
+        let mut words = [0; crate::ofproto::flow::WORDS];
         meta.store(&mut words);
         assert_eq!(TunnelMeta::from_words(&words), meta);
     }

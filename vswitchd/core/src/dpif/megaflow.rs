@@ -42,11 +42,11 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::actions::DpAction;
-use super::classifier::{RuleId, Tables};
-use super::flow::{masked, Words, PACKET_WORDS};
-use super::masked_map::{mix, random_seed, MaskedMap};
-use super::Timestamp;
+use crate::ofproto::actions::DpAction;
+use crate::ofproto::classifier::{RuleId, Tables};
+use crate::ofproto::flow::{masked, Words, PACKET_WORDS};
+use crate::ofproto::masked_map::{mix, random_seed, MaskedMap};
+use crate::Timestamp;
 
 /// A cached decision: its actions and the rules behind them. Shared
 /// between the megaflow and EMC entries, so a hit copies nothing.

@@ -14,9 +14,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::actions::Action;
-use super::flow::{Field, Match};
-use super::packet::parse_mac;
+use crate::ofproto::actions::Action;
+use crate::ofproto::flow::{Field, Match};
+use crate::packet::parse_mac;
 
 /// A parsed flow: where it goes, what it matches, what it does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,7 +290,7 @@ fn tcp_flags(value: &str) -> Option<(u64, u64)> {
 
 /// `+trk+est-new`-style connection states, or a number with a mask.
 fn ct_state(value: &str) -> Option<(u64, u64)> {
-    use super::conntrack::state;
+    use crate::conntrack::state;
     let names = [
         ("new", state::NEW.into()),
         ("est", state::EST.into()),
@@ -566,7 +566,7 @@ fn bit_mask(bits: u32) -> u64 {
 
 /// `ct(commit,zone=N,table=T,nat[(src|dst=RANGE)],exec(set_field:V[/M]->ct_mark))`.
 fn ct(args: &str) -> Result<Action, String> {
-    let mut request = super::conntrack::CtRequest::default();
+    let mut request = crate::conntrack::CtRequest::default();
     let mut table = None;
     for arg in split_actions(args) {
         match arg.split_once(['=', '(']) {
@@ -581,7 +581,7 @@ fn ct(args: &str) -> Result<Action, String> {
             Some(("nat", range)) => {
                 request.nat = true;
                 let range = range.strip_suffix(')').ok_or("nat( has no closing parenthesis")?;
-                request.nat_range = Some(super::conntrack::parse_nat(range)?);
+                request.nat_range = Some(crate::conntrack::parse_nat(range)?);
             }
             Some(("exec", inner)) => {
                 let inner = inner.strip_suffix(')').ok_or("exec( has no closing parenthesis")?;

@@ -14,8 +14,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::packet::{L2Header, Mac};
-use super::wire::{arp, icmp, ip_protocol, ArpPacket, EthernetFrame, Icmpv4Packet, Ipv4Packet};
+use crate::packet::{L2Header, Mac};
+use crate::wire::{arp, icmp, ip_protocol, ArpPacket, EthernetFrame, Icmpv4Packet, Ipv4Packet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Gateway {

@@ -19,17 +19,17 @@
 //!
 //! A merged frame leaves with `NEEDS_CSUM` (the checksum field holds the
 //! pseudo-header sum, as virtio-net says) and `GSO_TCPV4` with the first
-//! segment's payload as the MSS: [`super::offload::finish`] cuts it back
+//! segment's payload as the MSS: [`crate::offload::finish`] cuts it back
 //! into the very segments it was made of.
 //!
 //! Costs: one copy of each merged payload and one checksum pass over it;
 //! at most [`MAX_FLOWS`] frames held, flushed by the caller at the end of
 //! each receive batch, so nothing waits longer than a batch.
 
-use super::checksum::fold;
-use super::offload::{Gso, Offload};
-use super::packet::L2Header;
-use super::wire::{ip_protocol, ipv4, ipv6, tcp, Ipv4Packet, Ipv6Packet, TcpPacket};
+use crate::checksum::fold;
+use crate::offload::{Gso, Offload};
+use crate::packet::L2Header;
+use crate::wire::{ip_protocol, ipv4, ipv6, tcp, Ipv4Packet, Ipv6Packet, TcpPacket};
 
 /// Flows held at once; the oldest is flushed to make room.
 pub const MAX_FLOWS: usize = 8;
