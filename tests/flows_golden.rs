@@ -200,3 +200,35 @@ fn registers_push_vlan_and_cookie_masks_through_vsctl() {
     sw.replay("br0", "p1", &[frame(B, A)]);
     sw.expect_tx(&[("p1", vec![]), ("p2", vec![frame(B, A)]), ("p3", vec![frame(B, A)])]);
 }
+
+#[test]
+fn mod_nw_tos_and_mod_nw_ttl_rewrite_ip_and_leave_other_frames_alone() {
+    let sw = switch();
+    sw.ok(&["add-flow", "br0", "priority=10,in_port=p1,actions=mod_nw_tos:184,mod_nw_ttl:9,output:p2"]);
+    // ECN 01 on the way in: mod_nw_tos writes the DSCP bits only.
+    let with_tos_ttl = |tos: u8, ttl: u8| {
+        let mut f = udp(B, A, [198, 18, 0, 5], [198, 18, 0, 2], 53);
+        (f[15], f[22]) = (tos, ttl);
+        f[24..26].copy_from_slice(&[0, 0]);
+        let sum = ipv4_header_checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&sum.to_be_bytes());
+        f
+    };
+    let (sent, expected) = (with_tos_ttl(0x01, 64), with_tos_ttl(0xb9, 9));
+    let not_ip = frame(B, A);
+    sw.replay("br0", "p1", &[sent, not_ip.clone()]);
+    sw.expect_tx(&[("p2", vec![expected, not_ip]), ("p3", vec![])]);
+    let dump = sw.ok(&["dump-flows", "br0"]);
+    assert!(dump.contains("actions=mod_nw_tos:184,mod_nw_ttl:9,output:p2"), "{dump}");
+    let refused = sw.fails(&["add-flow", "br0", "ip,actions=mod_nw_tos:7"]);
+    assert!(refused.contains("multiple of 4"), "{refused}");
+}
+
+/// The IPv4 header checksum of `header` (its checksum field zeroed).
+fn ipv4_header_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}

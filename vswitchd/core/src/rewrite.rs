@@ -175,11 +175,51 @@ pub fn set_field(
             port.copy_from_slice(&new);
             fix_l4(frame, l4, proto, &old, &new, offload, false);
         }
+        Field::NwTos | Field::NwTtl => set_tos_or_ttl(frame, &l2, field, value as u8)?,
         // Pipeline metadata lives outside the frame.
         Field::Metadata => {}
         _ => return Err(RewriteError::Unsupported),
     }
     Ok(())
+}
+
+/// `nw_tos` (the whole IPv4 TOS or IPv6 traffic class byte: `mod_nw_tos`
+/// keeps the ECN bits by loading only the DSCP ones) or `nw_ttl` (the TTL
+/// or hop limit). Transport checksums do not cover either; the IPv4 header
+/// checksum is updated. A frame that is not IP (by its EtherType and its
+/// header's version), or too short for the fixed header, is left alone.
+fn set_tos_or_ttl(frame: &mut [u8], l2: &L2Header, field: Field, value: u8) -> Result<(), RewriteError> {
+    let ip = &mut frame[l2.payload_offset..];
+    let version = ip.first().map(|b| b >> 4);
+    match l2.ether_type {
+        0x0800 if ip.len() >= ipv4::HEADER_LEN && version == Some(4) => {
+            // TOS shares a 16-bit word with version and IHL, the TTL with
+            // the protocol: the checksum is adjusted by those words.
+            let (first, protocol) = (ip[0], ip[9]);
+            let mut ip = Ipv4Packet::new_unchecked(ip);
+            let (old, new) = if field == Field::NwTos {
+                let old = [first, ip.tos()];
+                ip.set_tos(value);
+                (old, [first, value])
+            } else {
+                let old = [ip.ttl(), protocol];
+                ip.set_ttl(value);
+                (old, [value, protocol])
+            };
+            ip.set_checksum(adjust(ip.checksum(), &old, &new, false));
+            Ok(())
+        }
+        0x86dd if ip.len() >= ipv6::HEADER_LEN && version == Some(6) => {
+            let mut ip = Ipv6Packet::new_unchecked(ip);
+            if field == Field::NwTos {
+                ip.set_traffic_class(value);
+            } else {
+                ip.set_hop_limit(value);
+            }
+            Ok(())
+        }
+        _ => Err(RewriteError::NotApplicable),
+    }
 }
 
 /// An ARP frame's fields, as the flow key names them: `nw_proto` is the
@@ -320,6 +360,44 @@ mod tests {
             let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!() };
             assert_eq!(ip.header().source(), [198, 19, 10, 11]);
             assert_eq!(ip.header().destination(), [10, 0, 0, 1]);
+        }
+    }
+
+    #[test]
+    fn tos_and_ttl_rewrites_keep_the_header_checksum_right() {
+        for original in [udp_frame(b"odd"), tcp_frame(b"even")] {
+            let mut f = original.clone();
+            let mut o = Offload::NONE;
+            set_field(&mut f, &mut o, Field::NwTos, 0xb9).unwrap();
+            set_field(&mut f, &mut o, Field::NwTtl, 9).unwrap();
+            assert!(checksums_ok(&f), "{f:02x?}");
+            let p = SlicedPacket::from_ethernet(&f).unwrap();
+            let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!() };
+            assert_eq!((ip.header().dcp().value(), ip.header().ecn().value(), ip.header().ttl()), (46, 1, 9));
+        }
+        let mut v6 = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv6([0x20; 16], [0x21; 16], 64)
+            .udp(4000, 53)
+            .write(&mut v6, b"six")
+            .unwrap();
+        let mut o = Offload::NONE;
+        set_field(&mut v6, &mut o, Field::NwTos, 0xb8).unwrap();
+        set_field(&mut v6, &mut o, Field::NwTtl, 3).unwrap();
+        let p = SlicedPacket::from_ethernet(&v6).unwrap();
+        let Some(NetSlice::Ipv6(ip)) = &p.net else { panic!() };
+        assert_eq!((ip.header().traffic_class(), ip.header().hop_limit()), (0xb8, 3));
+        assert_eq!(ip.header().flow_label().value(), 0, "the flow label is left alone");
+        // Not IP, or an IPv4 EtherType over something that is not IPv4:
+        // the rewrite does not apply and the frame is unchanged.
+        let mut arp = vec![0u8; 42];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let mut not_v4 = vec![0x77u8; 42];
+        not_v4[12..14].copy_from_slice(&[0x08, 0x00]);
+        for mut f in [arp, not_v4] {
+            let before = f.clone();
+            assert_eq!(set_field(&mut f, &mut o, Field::NwTtl, 1), Err(RewriteError::NotApplicable));
+            assert_eq!(f, before);
         }
     }
 

@@ -633,6 +633,13 @@ fn move_bits(arg: &str) -> Result<Action, String> {
     Ok(Action::Move { src, src_shift, dst, dst_shift, bits })
 }
 
+/// Writes the DSCP bits of the TOS byte (`tos`, already in place: a
+/// multiple of 4) and keeps its ECN bits, as OVS's `mod_nw_tos` does: the
+/// flow key's `nw_tos` is the whole byte, so this is a partial load.
+fn dscp_bits(tos: u64) -> Action {
+    Action::Load { field: Field::NwTos, value: tos, mask: 0xfc }
+}
+
 /// `set_field:VALUE->FIELD` for the fields the switch can rewrite.
 fn set_field(value: &str, field: &str) -> Option<Action> {
     let ipv4 = || value.parse::<Ipv4Addr>().ok().map(|a| u64::from(u32::from(a)));
@@ -648,6 +655,12 @@ fn set_field(value: &str, field: &str) -> Option<Action> {
         "vlan_vid" => {
             Action::SetField(Field::VlanTci, 0x1000 | (parse_num(value).filter(|v| *v <= 0x1fff)? & 0x0fff))
         }
+        "nw_tos" => dscp_bits(parse_num(value).filter(|t| *t <= 0xff && t % 4 == 0)?),
+        "ip_dscp" => dscp_bits(parse_num(value).filter(|d| *d <= 63)? << 2),
+        "nw_ecn" | "ip_ecn" => {
+            Action::Load { field: Field::NwTos, value: parse_num(value).filter(|e| *e <= 3)?, mask: 0x03 }
+        }
+        "nw_ttl" => Action::SetField(Field::NwTtl, parse_num(value).filter(|t| *t <= 255)?),
         "metadata" => Action::SetField(Field::Metadata, parse_num(value)?),
         "tun_id" | "tunnel_id" => Action::SetField(Field::TunId, parse_num(value)?),
         "tun_src" => Action::SetField(Field::TunSrc, ipv4()?),
@@ -712,6 +725,15 @@ pub fn parse_actions(text: &str, ports: &dyn Fn(&str) -> Option<u16>) -> Result<
                 Action::SetField(Field::VlanTci, 0x1000 | vid)
             }
             ("strip_vlan" | "pop_vlan", None) => Action::SetField(Field::VlanTci, 0),
+            ("mod_nw_tos", Some(v)) => {
+                dscp_bits(parse_num(v).filter(|t| *t <= 0xff && t % 4 == 0).ok_or_else(|| {
+                    bad("a TOS whose two ECN bits are 0: a multiple of 4 from 0 to 252 (DSCP 46 is 184)")
+                })?)
+            }
+            ("mod_nw_ttl", Some(v)) => Action::SetField(
+                Field::NwTtl,
+                parse_num(v).filter(|t| *t <= 255).ok_or_else(|| bad("a TTL from 0 to 255"))?,
+            ),
             ("dec_ttl", None) => Action::DecTtl,
             ("push_vlan", Some(tpid)) => Action::PushVlan(
                 parse_num(tpid)
@@ -821,6 +843,25 @@ mod tests {
         assert!(parse("actions=set_field:1->reg9").unwrap_err().contains("set_field:1->reg9"));
         assert_eq!(parse("priority=0,actions=NORMAL").unwrap().priority, 0);
         assert_eq!(parse("actions=drop").unwrap().priority, DEFAULT_PRIORITY);
+    }
+
+    #[test]
+    fn tos_and_ttl_actions_write_dscp_keep_ecn_and_refuse_what_does_not_fit() {
+        let f = parse("ip,actions=mod_nw_tos:184,mod_nw_ttl:9,set_field:10->ip_dscp,set_field:1->nw_ecn")
+            .unwrap();
+        assert_eq!(
+            f.actions,
+            vec![
+                Action::Load { field: Field::NwTos, value: 184, mask: 0xfc },
+                Action::SetField(Field::NwTtl, 9),
+                Action::Load { field: Field::NwTos, value: 40, mask: 0xfc },
+                Action::Load { field: Field::NwTos, value: 1, mask: 0x03 },
+            ]
+        );
+        let bad = parse("ip,actions=mod_nw_tos:3").unwrap_err();
+        assert!(bad.contains("multiple of 4"), "{bad}");
+        assert!(parse("ip,actions=mod_nw_ttl:256").is_err());
+        assert!(parse("ip,actions=set_field:64->ip_dscp").is_err());
     }
 
     #[test]

@@ -145,6 +145,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
         self.buffer.as_mut()[field::NEXT_HEADER] = next;
     }
 
+    /// The traffic class straddles the first two bytes, between the
+    /// version and the flow label, which stay as they are.
+    #[inline]
+    pub fn set_traffic_class(&mut self, class: u8) {
+        let word = get16(self.buffer.as_ref(), 0..2);
+        put16(self.buffer.as_mut(), 0..2, (word & 0xf00f) | u16::from(class) << 4);
+    }
+
     #[inline]
     pub fn set_hop_limit(&mut self, hops: u8) {
         self.buffer.as_mut()[field::HOP_LIMIT] = hops;
