@@ -23,6 +23,8 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+# fuzz/ is a workspace of its own: --all does not reach it.
+(cd fuzz && cargo fmt -- --check)
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== supply chain (cargo deny, cargo audit)"

@@ -12,11 +12,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use vswitch_core::bridge::{Bridge, BridgeSettings, Packet};
-use vswitch_core::l3::gateway::Gateway;
-use vswitch_core::tunnel::gro::{self, Gro};
-use vswitch_core::offload::{self, Offload, VNET_HDR_LEN};
-use vswitch_core::tunnel::{decap_frame, decap_gre_packet, decap_vxlan, TunnelMeta};
 use vswitch_core::l2::vlan::{PortVlan, VlanMode};
+use vswitch_core::l3::gateway::Gateway;
+use vswitch_core::offload::{self, Offload, VNET_HDR_LEN};
+use vswitch_core::tunnel::gro::{self, Gro};
+use vswitch_core::tunnel::{decap_frame, decap_gre_packet, decap_vxlan, TunnelMeta};
 use vswitch_core::Timestamp;
 
 const FLOWS: &[&str] = &[

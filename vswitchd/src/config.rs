@@ -215,7 +215,7 @@ impl BridgeConfig {
 
 /// Flows compiled from a bridge's settings (NAT's, an overlay's ARP
 /// responder), parsed by the control plane so that the forwarding thread
-/// parses nothing: it installs them in place of the flows under their
+/// parses no flow: it installs them in place of the flows under their
 /// cookie, and leaves them alone when they are already there.
 #[derive(Debug, Clone)]
 pub struct CompiledFlows {

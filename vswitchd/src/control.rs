@@ -234,8 +234,7 @@ impl Control {
             });
             devices.insert((bridge, port), device);
         }
-        let (snapshot, compiled) = (Arc::new(config.clone()), config.compiled_flows());
-        datapath.run(move |dp| dp.reconfigure(snapshot, compiled, devices)).await?;
+        datapath.reconfigure(&config, devices).await?;
         let cluster = config.cluster.clone();
         let control = Arc::new_cyclic(|me| Control {
             config: Mutex::new(config),
@@ -570,8 +569,7 @@ impl Control {
             Ok(devices)
         })
         .await?;
-        let (snapshot, compiled) = (Arc::new(new.clone()), new.compiled_flows());
-        self.datapath.run(move |dp| dp.reconfigure(snapshot, compiled, devices)).await
+        self.datapath.reconfigure(new, devices).await
     }
 
     /// Removes, about once a second, container ports whose interface has

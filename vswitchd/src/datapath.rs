@@ -8,8 +8,9 @@
 //! [`DatapathHandle::run`] (a new configuration with the devices opened
 //! and the flows compiled for it, frames to inject, or a [`LiveQuery`],
 //! which [`Datapath::answer`] turns into the command's result; a new
-//! read-only command is one more arm there). Nothing is parsed here: the
-//! control plane sends what it parsed. It wakes only when there is work: an idle switch
+//! read-only command is one more arm there). Flows are not parsed here:
+//! the control plane sends the flows it parsed, its own compiled ones (NAT,
+//! an overlay's ARP responder) included. It wakes only when there is work: an idle switch
 //! costs nothing. Under load, epoll is level-triggered, so a port with more
 //! waiting is reported again at once; each wake takes a few batches from
 //! each ready port, round-robin, so no port starves the others. About once
@@ -902,6 +903,13 @@ impl DatapathHandle {
         let thread_wake = wake.clone();
         let thread = thread::Builder::new().name("datapath".into()).spawn(move || run(inbox, thread_wake))?;
         Ok((DatapathHandle { requests, wake }, thread))
+    }
+
+    /// Makes the datapath run `config`, with the devices opened for it; the
+    /// flows it compiles into are parsed here, on the caller's thread.
+    pub async fn reconfigure(&self, config: &Config, devices: NewDevices) -> Result<(), RpcError> {
+        let (snapshot, compiled) = (Arc::new(config.clone()), config.compiled_flows());
+        self.run(move |dp| dp.reconfigure(snapshot, compiled, devices)).await
     }
 
     /// Runs `work` on the forwarding thread, between batches, and awaits

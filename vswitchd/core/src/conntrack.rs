@@ -40,9 +40,9 @@ use std::collections::HashMap;
 use super::offload::Offload;
 use super::packet::L2Header;
 use super::rewrite;
-use super::wire::{icmp, ipv4, tcp, udp, Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket};
+use super::wire::{icmp, ip_protocol, ipv4, tcp, udp, Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket};
 use super::Timestamp;
-pub use crate::ofproto::actions::{format_nat, parse_nat, CtRequest, Nat, NatRange};
+pub use crate::ofproto::actions::{CtRequest, Nat, NatRange};
 use crate::ofproto::flow::Field;
 
 /// `ct_state` bits, with OVS's values.
@@ -57,9 +57,9 @@ pub mod state {
     pub const DNAT: u8 = 0x80;
 }
 
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMP: u8 = ip_protocol::ICMP;
+pub const PROTO_TCP: u8 = ip_protocol::TCP;
+pub const PROTO_UDP: u8 = ip_protocol::UDP;
 
 /// Addresses and ports of one direction. For ICMP echo both ports hold
 /// the echo identifier, so the reversed tuple of a request is its reply's.
@@ -297,16 +297,14 @@ fn parse(frame: &[u8], l2: &L2Header) -> Parsed {
             Parsed::Tracked { tuple, tcp_flags: TcpPacket::new_unchecked(&frame[l4..]).flags(), icmp_type: 0 }
         }
         PROTO_UDP => Parsed::Tracked { tuple, tcp_flags: 0, icmp_type: 0 },
-        _ => match Icmpv4Packet::new_unchecked(&frame[l4..]).msg_type() {
-            t @ (icmp::ECHO_REPLY | icmp::ECHO_REQUEST) => {
-                Parsed::Tracked { tuple, tcp_flags: 0, icmp_type: t }
+        _ => match Icmpv4Packet::new_unchecked(&frame[l4..]) {
+            message if matches!(message.msg_type(), icmp::ECHO_REPLY | icmp::ECHO_REQUEST) => {
+                Parsed::Tracked { tuple, tcp_flags: 0, icmp_type: message.msg_type() }
             }
-            icmp::DEST_UNREACHABLE | icmp::TIME_EXCEEDED | icmp::PARAM_PROBLEM => {
-                match ipv4_tuple(frame, l4 + icmp::HEADER_LEN, true) {
-                    Some((inner, _)) => Parsed::IcmpError { inner },
-                    None => Parsed::Invalid,
-                }
-            }
+            message if message.is_error() => match ipv4_tuple(frame, l4 + icmp::HEADER_LEN, true) {
+                Some((inner, _)) => Parsed::IcmpError { inner },
+                None => Parsed::Invalid,
+            },
             _ => Parsed::Invalid,
         },
     }

@@ -581,7 +581,7 @@ fn ct(args: &str) -> Result<Action, String> {
             Some(("nat", range)) => {
                 request.nat = true;
                 let range = range.strip_suffix(')').ok_or("nat( has no closing parenthesis")?;
-                request.nat_range = Some(crate::conntrack::parse_nat(range)?);
+                request.nat_range = Some(super::actions::parse_nat(range)?);
             }
             Some(("exec", inner)) => {
                 let inner = inner.strip_suffix(')').ok_or("exec( has no closing parenthesis")?;

@@ -208,7 +208,7 @@ pub fn tunnel_super_frame(inner: &[u8], mss: Option<usize>) -> Option<Offload> {
     Some(Offload {
         needs_csum: true,
         csum_start: l4 as u16,
-        csum_offset: 16,
+        csum_offset: tcp::field::CHECKSUM.start as u16,
         gso,
         gso_size: u16::try_from(mss).ok()?,
         hdr_len: payload as u16,

@@ -45,7 +45,7 @@ pub const VXLAN_OVERHEAD: usize = 20 + 8 + VXLAN_HEADER_LEN;
 /// IPv4 and a GRE header with a key: an inner MTU of 1500 - 14 - 28 = 1458.
 pub const GRE_OVERHEAD: usize = 20 + 8;
 
-const ETH_HEADER_LEN: usize = 14;
+const ETH_HEADER_LEN: usize = crate::wire::ethernet::HEADER_LEN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TunnelKind {
