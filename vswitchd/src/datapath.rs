@@ -17,9 +17,12 @@
 //! a second devices are maintained (a vanished interface goes down, a
 //! returning one is reopened).
 //!
-//! Tunnel sockets are read here too, not by a port: one socket serves
-//! every tunnel port of its endpoint, in any bridge, and a received
-//! packet's source and key say which port it came in on.
+//! Tunnel sockets are receive sources of their own, not ports: one socket
+//! serves every tunnel port of its endpoint, in any bridge. The thread
+//! reads the socket and hands the messages to the core's
+//! [`TunnelReceiver`], which decapsulates them, finds each packet's port by
+//! its source and key, merges TCP segments again, and delivers the frames
+//! to their bridges.
 //!
 //! Requests are handled between batches, in order, which is what makes a
 //! replay acknowledged only once every frame has been switched.
@@ -45,14 +48,11 @@ use tokio::sync::oneshot;
 use crate::config::{CompiledFlows, Config, FlowOp, InterfaceConfig, LiveQuery};
 use crate::core::bridge::{Bridge, Packet};
 use crate::core::conntrack::{Tuple, PROTO_TCP, PROTO_UDP};
-use crate::core::offload::Offload;
 use crate::core::ofproto::flow::format_masked;
 use crate::core::ofproto::ofctl::FlowSpec;
 use crate::core::packet::{format_mac, Malformation};
-use crate::core::tunnel::gro::{self, Gro, Verdict};
-use crate::core::tunnel::{
-    decap_gre_packet, decap_vxlan, Decapsulated, Endpoint, TunnelKind, TunnelMap, TunnelMeta,
-};
+use crate::core::tunnel::receive::{Received, TunnelDelivery, TunnelReceiver};
+use crate::core::tunnel::{Endpoint, TunnelDrop, TunnelMap, TunnelMeta};
 use crate::core::{DropReason, Timestamp};
 use crate::ports::tunnel::{TunnelRx, TunnelSocket};
 use crate::ports::{PacketBatch, PortDevice, TxQueues, BATCH_SIZE};
@@ -124,10 +124,13 @@ struct TunnelSink<'a> {
     tx: &'a mut TxQueues,
     current: Option<String>,
     now: Timestamp,
+    /// Where drops are counted: the endpoint's socket.
+    socket: &'a TunnelSocket,
 }
 
-impl TunnelSink<'_> {
-    fn deliver(&mut self, bridge: &str, ofport: u16, meta: &TunnelMeta, packet: Packet) {
+impl TunnelDelivery<(String, u16)> for TunnelSink<'_> {
+    fn deliver(&mut self, (bridge, ofport): &(String, u16), meta: &TunnelMeta, packet: Packet<'_>) {
+        let (bridge, ofport) = (bridge.as_str(), *ofport);
         if self.current.as_deref() != Some(bridge) {
             if let Some(previous) = self.current.take().and_then(|c| self.bridges.get_mut(&c)) {
                 Datapath::transmit_queued(previous, self.tx, &[]);
@@ -142,16 +145,12 @@ impl TunnelSink<'_> {
         }
     }
 
-    /// Delivers the frames GRO finished, each on the port it came in by.
-    fn deliver_ready(&mut self, gro: &mut Gro, origins: &[(String, u16, TunnelMeta)]) {
-        while let Some(ready) = gro.take_ready() {
-            if let Some((bridge, ofport, meta)) = origins.get(ready.tag as usize) {
-                self.deliver(bridge, *ofport, meta, Packet { data: &ready.frame, offload: ready.offload });
-            }
-            gro.recycle(ready.frame);
-        }
+    fn dropped(&mut self, reason: TunnelDrop) {
+        self.socket.count(reason);
     }
+}
 
+impl TunnelSink<'_> {
     fn finish(self) {
         if let Some(runtime) = self.current.and_then(|c| self.bridges.get_mut(&c)) {
             Datapath::transmit_queued(runtime, self.tx, &[]);
@@ -168,10 +167,9 @@ pub struct Datapath {
     tunnels: BTreeMap<Endpoint, TunnelEndpoint>,
     /// Allocated with the first tunnel port.
     tunnel_rx: Option<Box<TunnelRx>>,
-    /// Merges TCP segments out of tunnels; `gro_origins` are the ports
-    /// (bridge, port, tunnel metadata) its tags stand for in one batch.
-    gro: Gro,
-    gro_origins: Vec<(String, u16, TunnelMeta)>,
+    /// Decapsulates and merges what tunnel sockets receive; its ports are
+    /// (bridge, OpenFlow port).
+    tunnel_receiver: TunnelReceiver<(String, u16)>,
     /// Set when devices came or went, so that the loop brings its epoll
     /// set up to date.
     devices_changed: bool,
@@ -190,8 +188,7 @@ impl Default for Datapath {
             rx: PacketBatch::default(),
             tunnels: BTreeMap::new(),
             tunnel_rx: None,
-            gro: Gro::default(),
-            gro_origins: Vec::new(),
+            tunnel_receiver: TunnelReceiver::default(),
             devices_changed: false,
             config: Arc::default(),
         }
@@ -285,76 +282,29 @@ impl Datapath {
     }
 
     /// Takes one batch from a tunnel socket and switches each packet on
-    /// the port it is for; returns how many messages it took. Datagrams the
-    /// kernel coalesced (UDP_GRO) are cut apart; consecutive TCP segments
-    /// of one flow are merged again ([`Gro`]) into frames with an offload
-    /// header, as local ports receive them.
+    /// the port it is for ([`TunnelReceiver`]: datagrams the kernel
+    /// coalesced are cut apart, consecutive TCP segments of one flow merged
+    /// again); returns how many messages it took.
     fn receive_from_tunnel(&mut self, endpoint: &Endpoint) -> usize {
         let now = self.now();
         let (Some(ep), Some(rx)) = (self.tunnels.get(endpoint), self.tunnel_rx.as_mut()) else { return 0 };
         let n = ep.socket.recv_batch(rx);
         // Frames are queued per bridge; a bridge's queue is sent before
         // another bridge queues into the shared queues.
-        let mut sink = TunnelSink { bridges: &mut self.bridges, tx: &mut self.tx, current: None, now };
-        let (gro, origins) = (&mut self.gro, &mut self.gro_origins);
-        origins.clear();
-        for i in 0..n {
-            let Some((src, dst, payload, segment)) = rx.get(i) else { continue };
-            // With UDP_GRO, `segment` is either the size of the datagrams
-            // coalesced into `payload`, or, for a tunnel packet a local
-            // VXLAN device built around a TSO frame, that frame's MSS (or
-            // nothing: such packets also come without it).
-            let whole = match endpoint.kind {
-                TunnelKind::Vxlan => {
-                    decap_vxlan(payload).ok().and_then(|(_, inner)| gro::tunnel_super_frame(inner, segment))
-                }
-                TunnelKind::Gre => None,
-            };
-            let size = if whole.is_some() { payload.len() } else { segment.unwrap_or(payload.len()).max(1) };
-            for datagram in payload.chunks(size) {
-                let decapsulated = match endpoint.kind {
-                    TunnelKind::Vxlan => decap_vxlan(datagram).map(|(vni, inner)| Decapsulated {
-                        kind: TunnelKind::Vxlan,
-                        src,
-                        dst,
-                        key: Some(vni),
-                        inner,
-                    }),
-                    TunnelKind::Gre => decap_gre_packet(datagram),
-                };
-                let found = decapsulated.and_then(|d| ep.ports.find(d.src, d.key).map(|(_, port)| (d, port)));
-                let (packet, (bridge, ofport)) = match found {
-                    Ok(found) => found,
-                    Err(drop) => {
-                        ep.socket.count(drop);
-                        continue;
-                    }
-                };
-                let meta = packet.meta();
-                let origin = (bridge.as_str(), *ofport, meta);
-                let tag = match origins.iter().position(|(b, p, m)| (b.as_str(), *p, *m) == origin) {
-                    Some(tag) => tag,
-                    None => {
-                        origins.push((bridge.clone(), *ofport, meta));
-                        origins.len() - 1
-                    }
-                };
-                if let Some(offload) = whole {
-                    gro.flush_flow_of(tag as u64, packet.inner);
-                    sink.deliver_ready(gro, origins);
-                    sink.deliver(bridge, *ofport, &meta, Packet { data: packet.inner, offload });
-                    continue;
-                }
-                let verdict = gro.push(tag as u64, packet.inner);
-                sink.deliver_ready(gro, origins);
-                if verdict == Verdict::Pass {
-                    let offload = gro::partial_checksum(packet.inner).unwrap_or(Offload::NONE);
-                    sink.deliver(bridge, *ofport, &meta, Packet { data: packet.inner, offload });
-                }
-            }
-        }
-        gro.flush_all();
-        sink.deliver_ready(gro, origins);
+        let mut sink = TunnelSink {
+            bridges: &mut self.bridges,
+            tx: &mut self.tx,
+            current: None,
+            now,
+            socket: &ep.socket,
+        };
+        let messages = (0..n).filter_map(|i| rx.get(i)).map(|(src, dst, payload, segment)| Received {
+            src,
+            dst,
+            payload,
+            segment,
+        });
+        self.tunnel_receiver.receive(endpoint.kind, &ep.ports, messages, &mut sink);
         sink.finish();
         n
     }

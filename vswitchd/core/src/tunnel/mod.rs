@@ -25,6 +25,7 @@
 //! `remote_ip=flow` port; ports with a fixed key or remote ignore it.
 
 pub mod gro;
+pub mod receive;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
