@@ -13,7 +13,8 @@
 //! [`adjust`] updates either kind when a field changes, without summing
 //! the payload again.
 //!
-//! Pure functions over byte slices; nothing here keeps state.
+//! Pure functions over byte slices; nothing here keeps state, so any
+//! thread may call them.
 
 /// The one's-complement sum of `data` added to `acc`, not yet folded. An
 /// odd last byte counts as the high byte of a word, as RFC 1071 pads it.

@@ -34,6 +34,9 @@
 //!
 //! Not yet: IPv6, fragment reassembly (fragments are `inv`), TCP window
 //! tracking (states follow the flags), FTP/TFTP helpers.
+//!
+//! Threads: a [`Conntrack`] is plain data (`Send` and `Sync`), changed
+//! only through `&mut`; each bridge owns one, on its forwarding thread.
 
 use std::collections::HashMap;
 

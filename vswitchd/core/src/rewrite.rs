@@ -7,6 +7,8 @@
 //! pseudo-header, not inverted. Changing an address changes that sum the
 //! other way round, and changing a port needs nothing (the port is in the
 //! range the offload engine will sum). Both cases are handled here.
+//!
+//! Threads: pure functions over a frame the caller owns; no state.
 
 use super::checksum::adjust;
 use super::offload::Offload;

@@ -12,6 +12,9 @@
 //!
 //! Costs: two hash lookups per frame (learn source, find destination), and
 //! a copy only for a port whose tagging differs from the frame's.
+//!
+//! Runs on the thread that owns the bridge, like the rest of it (a bridge
+//! is not `Send`); the MAC table it learns into is the bridge's own.
 
 use super::*;
 

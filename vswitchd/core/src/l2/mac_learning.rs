@@ -49,6 +49,9 @@
 //!
 //! The hasher is seeded per process (foldhash), since source MACs come from
 //! the wire and a fixed hash would let a sender force collisions.
+//!
+//! Threads: a [`MacTable`] is plain data (`Send` and `Sync`), changed only
+//! through `&mut`; each bridge owns one, on its forwarding thread.
 
 use std::collections::{HashMap, VecDeque};
 

@@ -14,6 +14,9 @@
 //!
 //! An empty trunk list means every VLAN. Without `vlan_mode`, a port with a
 //! tag is an access port (its trunks are ignored) and one without is a trunk.
+//!
+//! Threads: a [`PortVlan`] is plain data (`Send` and `Sync`): the control
+//! plane builds it from the configuration, the forwarding thread reads it.
 
 use std::fmt;
 

@@ -11,6 +11,9 @@
 //! Costs: nothing for frames not addressed to the gateway's IP (the
 //! caller compares the flow key's `nw_dst` first); a copy of the request
 //! for a reply.
+//!
+//! Threads: a [`Gateway`] is plain data (`Send` and `Sync`); answering
+//! keeps no state, so it is read from the forwarding thread through `&`.
 
 use std::net::Ipv4Addr;
 

@@ -11,6 +11,9 @@
 //!
 //! Port names are resolved by the caller's function, so `in_port=p1` and
 //! `output:p1` work as they do with ovs-ofctl.
+//!
+//! Threads: parsing is pure; a [`FlowSpec`] is plain data (`Send` and
+//! `Sync`), parsed by the control plane and sent to the forwarding thread.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -25,6 +25,9 @@
 //! Costs: one copy of each merged payload and one checksum pass over it;
 //! at most [`MAX_FLOWS`] frames held, flushed by the caller at the end of
 //! each receive batch, so nothing waits longer than a batch.
+//!
+//! Threads: a [`Gro`] is plain data (`Send`), owned by the thread that
+//! receives from tunnels and changed only through `&mut`.
 
 use crate::checksum::fold;
 use crate::offload::{Gso, Offload};

@@ -23,6 +23,9 @@
 //! destination) is part of its flow key (`tun_id`, `tun_src`, `tun_dst`).
 //! On output it picks the key of a `key=flow` port and the remote end of a
 //! `remote_ip=flow` port; ports with a fixed key or remote ignore it.
+//!
+//! Threads: [`TunnelConfig`] and [`TunnelMap`] are plain data (`Send` and
+//! `Sync`), built by the control plane, read by the forwarding thread.
 
 pub mod gro;
 pub mod receive;

@@ -45,6 +45,9 @@
 //! The flow key's extraction in [`crate::packet`] reads etherparse's
 //! slices and its own L2 parser, not these views: it is the per-frame hot
 //! path and was measured in its present shape.
+//!
+//! Threads: a view keeps no state of its own; it is `Send` or `Sync`
+//! exactly when the buffer it wraps is.
 
 use std::fmt;
 use std::ops::Range;
