@@ -10,11 +10,22 @@ if [ "$(id -u)" != 0 ]; then
     echo "demo: run as root (it creates network namespaces and veth pairs)" >&2
     exit 1
 fi
-if ! command -v ip >/dev/null || ! command -v ping >/dev/null; then
-    echo "== installing iproute2 and ping"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2 iputils-ping >/dev/null
+# iproute2 and ping for the demo; protoc and protobuf's well-known types
+# to build vswitchd (its etcd client is generated from .proto files).
+if command -v apt-get >/dev/null; then
+    missing=()
+    for p in iproute2 iputils-ping protobuf-compiler libprotobuf-dev; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "== installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
 fi
+for tool in ip ping protoc; do
+    command -v "$tool" >/dev/null || { echo "demo: $tool not found; install it (Debian: see above) and run again" >&2; exit 1; }
+done
 command -v cargo >/dev/null || { echo "demo: cargo not found; install Rust first (https://rustup.rs)" >&2; exit 1; }
 
 echo "== building"
