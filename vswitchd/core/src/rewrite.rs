@@ -367,8 +367,7 @@ mod tests {
 
     #[test]
     fn tos_and_ttl_rewrites_keep_the_header_checksum_right() {
-        for original in [udp_frame(b"odd"), tcp_frame(b"even")] {
-            let mut f = original.clone();
+        for mut f in [udp_frame(b"odd"), tcp_frame(b"even")] {
             let mut o = Offload::NONE;
             set_field(&mut f, &mut o, Field::NwTos, 0xb9).unwrap();
             set_field(&mut f, &mut o, Field::NwTtl, 9).unwrap();
