@@ -117,6 +117,11 @@ enum Source {
     Tunnel(Endpoint),
 }
 
+/// Frames out of a tunnel this large are sent as soon as they are
+/// switched, which spares a 64 KiB copy into the queues per merged frame
+/// for one more system call (frames queued before them go first).
+const SEND_AT_ONCE_FROM: usize = 16 * 1024;
+
 /// Where frames taken out of tunnels go: their bridge, switched there,
 /// each bridge's queues sent before another bridge's frames are queued.
 struct TunnelSink<'a> {
@@ -141,7 +146,18 @@ impl TunnelDelivery<(String, u16)> for TunnelSink<'_> {
             }
         }
         if let Some(runtime) = self.bridges.get_mut(bridge) {
+            // A large frame (merged by GRO, or a whole super-frame) is sent
+            // at once, queued by reference: never copied. It lives only
+            // until the next delivery.
+            let data = packet.data;
+            let large = data.len() >= SEND_AT_ONCE_FROM;
+            if large {
+                self.tx.lend_bytes(data);
+            }
             runtime.core.receive_tunneled(self.now, ofport, packet, meta, self.tx);
+            if large {
+                Datapath::transmit_queued(runtime, self.tx, data);
+            }
         }
     }
 

@@ -206,7 +206,12 @@ impl TxQueues {
     /// Until [`TxQueues::clear`], frames lying in `batch` are queued by
     /// reference; [`TxQueues::port_lent`] must then be given that batch.
     pub fn lend(&mut self, batch: &PacketBatch) {
-        let bytes = batch.bytes();
+        self.lend_bytes(batch.bytes());
+    }
+
+    /// [`TxQueues::lend`] for frames lying in any buffer: `bytes` must then
+    /// be given to [`TxQueues::port_lent`], and outlive the queue entries.
+    pub fn lend_bytes(&mut self, bytes: &[u8]) {
         let start = bytes.as_ptr() as usize;
         self.lent = Some(start..start + bytes.len());
     }
@@ -346,6 +351,18 @@ mod tests {
         tx.transmit(3, rx.get(0).unwrap().data, &Offload::NONE);
         assert_eq!(tx.data, b"received one");
         assert_eq!(tx.port(3).get(0).unwrap().data, b"received one");
+    }
+
+    #[test]
+    fn a_lent_frame_from_any_buffer_goes_by_reference_after_those_queued_before() {
+        let mut tx = TxQueues::default();
+        tx.transmit(3, b"small, copied", &Offload::NONE);
+        let merged = b"a large merged frame".to_vec();
+        tx.lend_bytes(&merged);
+        tx.transmit(3, &merged, &Offload::NONE);
+        assert_eq!(tx.data, b"small, copied", "the lent frame was not copied");
+        let three: Vec<&[u8]> = tx.port_lent(3, &merged).iter().map(|p| p.data).collect();
+        assert_eq!(three, vec![&b"small, copied"[..], b"a large merged frame"]);
     }
 
     #[test]
