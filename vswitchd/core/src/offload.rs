@@ -16,7 +16,7 @@
 //! Invariant: `csum_start` and `hdr_len` count from the first byte of the
 //! frame, so re-tagging shifts them ([`Offload::shift`]).
 
-use super::checksum::{checksum, sum};
+use super::checksum::checksum;
 use super::packet::L2Header;
 use super::wire::{ip_protocol, ipv6, tcp, udp, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 
@@ -248,40 +248,6 @@ pub fn finish_into(
     out: &mut Vec<u8>,
     piece: &mut dyn FnMut(&mut Vec<u8>),
 ) -> Result<(), OffloadError> {
-    cut(frame, offload, prefix, out, Payload::Copied, &mut |out, _| piece(out))
-}
-
-/// [`finish_into`] that leaves segments' payloads where they are: each
-/// piece is `out`'s new tail (`prefix` and the headers) followed by
-/// `frame[payload]`, the range `piece` is given, for a send that gathers
-/// the two (`sendmsg` with two `iovec`s). A frame that is not cut comes
-/// whole in `out`, with an empty range. The payload is read once, for its
-/// checksum, and never written.
-pub fn finish_gather(
-    frame: &[u8],
-    offload: &Offload,
-    prefix: &[u8],
-    out: &mut Vec<u8>,
-    piece: &mut dyn FnMut(&mut Vec<u8>, std::ops::Range<usize>),
-) -> Result<(), OffloadError> {
-    cut(frame, offload, prefix, out, Payload::InPlace, piece)
-}
-
-/// Whether a segment's payload is copied behind its headers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Payload {
-    Copied,
-    InPlace,
-}
-
-fn cut(
-    frame: &[u8],
-    offload: &Offload,
-    prefix: &[u8],
-    out: &mut Vec<u8>,
-    payload: Payload,
-    piece: &mut dyn FnMut(&mut Vec<u8>, std::ops::Range<usize>),
-) -> Result<(), OffloadError> {
     match offload.gso {
         Gso::None => {
             out.extend_from_slice(prefix);
@@ -295,11 +261,11 @@ fn cut(
                     return Err(e);
                 }
             }
-            piece(out, 0..0);
+            piece(out);
             Ok(())
         }
-        Gso::TcpV4 | Gso::TcpV6 => segment(frame, offload, true, prefix, out, payload, piece),
-        Gso::UdpL4 => segment(frame, offload, false, prefix, out, payload, piece),
+        Gso::TcpV4 | Gso::TcpV6 => segment(frame, offload, true, prefix, out, piece),
+        Gso::UdpL4 => segment(frame, offload, false, prefix, out, piece),
     }
 }
 
@@ -309,28 +275,25 @@ fn segment(
     tcp: bool,
     prefix: &[u8],
     out: &mut Vec<u8>,
-    payload: Payload,
-    piece: &mut dyn FnMut(&mut Vec<u8>, std::ops::Range<usize>),
+    piece: &mut dyn FnMut(&mut Vec<u8>),
 ) -> Result<(), OffloadError> {
     let lay = layout(frame, tcp)?;
     let mss = usize::from(offload.gso_size);
     if mss == 0 {
         return Err(OffloadError::Malformed);
     }
-    let data = &frame[lay.payload..];
-    let count = data.len().div_ceil(mss).max(1);
-    let proto = if tcp { ip_protocol::TCP } else { ip_protocol::UDP };
-    for i in 0..count {
-        let chunk = lay.payload + (i * mss).min(data.len())..lay.payload + ((i + 1) * mss).min(data.len());
+    let payload = &frame[lay.payload..];
+    let count = payload.len().div_ceil(mss).max(1);
+    for (i, chunk) in payload.chunks(mss).chain((payload.is_empty()).then_some(&[][..])).enumerate() {
         out.extend_from_slice(prefix);
         let base = out.len();
         out.extend_from_slice(&frame[..lay.payload]);
+        out.extend_from_slice(chunk);
         let seg = &mut out[base..];
-        let l4_len = lay.payload - lay.l4 + chunk.len();
+        let l4_len = seg.len() - lay.l4;
         fix_ip(seg, &lay, l4_len, i as u16);
-        // The transport header is a whole number of 16-bit words, so the
-        // payload's sum adds to the header's as if they were one buffer.
-        let sum = pseudo_sum(seg, &lay, proto, l4_len) + sum(&frame[chunk.clone()], 0);
+        let proto = if tcp { ip_protocol::TCP } else { ip_protocol::UDP };
+        let pseudo = pseudo_sum(seg, &lay, proto, l4_len);
         // layout() checked the transport header.
         if tcp {
             let mut tcp = TcpPacket::new_unchecked(&mut seg[lay.l4..]);
@@ -343,19 +306,13 @@ fn segment(
                 flags &= !tcp::CWR; // first segment only
             }
             tcp.set_flags(flags);
-            tcp.fill_checksum(sum);
+            tcp.fill_checksum(pseudo);
         } else {
             let mut udp = UdpPacket::new_unchecked(&mut seg[lay.l4..]);
             udp.set_length(l4_len as u16);
-            udp.fill_checksum(sum);
+            udp.fill_checksum(pseudo);
         }
-        match payload {
-            Payload::Copied => {
-                out.extend_from_slice(&frame[chunk]);
-                piece(out, 0..0);
-            }
-            Payload::InPlace => piece(out, chunk),
-        }
+        piece(out);
     }
     Ok(())
 }
@@ -473,36 +430,6 @@ mod tests {
                 joined.extend_from_slice(tcp.payload());
             }
             assert_eq!(joined, payload);
-        }
-    }
-
-    proptest::proptest! {
-        // Gathering the headers and the payload left in place gives, byte
-        // for byte, the segments the copying cut gives.
-        #[test]
-        fn gathered_segments_equal_copied_ones(len in 0usize..5000, mss in 1u16..2000, v6: bool, udp: bool) {
-            let payload: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
-            let mut frame = tcp_frame(&payload, v6);
-            let mut o = make_partial(&mut frame, v6);
-            o.gso_size = mss;
-            if udp {
-                o.gso = Gso::UdpL4;
-                // Not a UDP frame: only the cut is compared, so a TCP frame
-                // cut as UDP is fine as long as both ways agree.
-                frame[if v6 { 20 } else { 23 }] = 17;
-            }
-            let prefix = [0x08, 0, 0, 0, 0, 0, 42, 0];
-            let mut copied = Vec::new();
-            let mut out = Vec::new();
-            let a = finish_into(&frame, &o, &prefix, &mut out, &mut |out| copied.push(std::mem::take(out)));
-            let mut gathered = Vec::new();
-            let b = finish_gather(&frame, &o, &prefix, &mut out, &mut |out, range| {
-                let mut piece = std::mem::take(out);
-                piece.extend_from_slice(&frame[range]);
-                gathered.push(piece);
-            });
-            proptest::prop_assert_eq!(a, b);
-            proptest::prop_assert_eq!(copied, gathered);
         }
     }
 

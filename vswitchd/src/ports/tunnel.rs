@@ -11,10 +11,8 @@
 //!   the port a packet belongs to with [`crate::core::tunnel::TunnelMap`]; the ports only send.
 //! - Sending: each frame is finished (GSO frames cut into segments,
 //!   partial checksums completed, as [`offload::finish`] does for any port
-//!   without offloads): each segment's headers are written behind its
-//!   VXLAN or GRE header, its payload stays in the frame, and the kernel
-//!   gathers the two (an `iovec` each); the batch goes out in one
-//!   `sendmmsg`. On VXLAN, the
+//!   without offloads) straight into the send buffer behind its VXLAN or
+//!   GRE header, and the batch goes out in one `sendmmsg`. On VXLAN, the
 //!   datagrams one frame was cut into go as one message with
 //!   UDP_SEGMENT: the kernel walks its stack once for them and splits
 //!   them at the end (a kernel or a path that cannot, and GRE, get them
@@ -31,9 +29,8 @@
 //!   shown on each of its ports (`rx_tunnel_*` in `dump-ports`).
 //!
 //! Costs: 2 MiB of receive slots in the datapath (32 datagrams of up to
-//! 64 KiB, which is what a reassembled fragmented packet can be). A frame
-//! sent is read twice (its checksums, the kernel's copy) and copied by us
-//! only when it goes whole (not cut into segments), with its header.
+//! 64 KiB, which is what a reassembled fragmented packet can be), and one
+//! copy of each frame into the send buffer with its header.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -315,10 +312,10 @@ impl TunnelRx {
 pub struct TunnelPort {
     config: TunnelConfig,
     socket: Arc<TunnelSocket>,
-    /// The headers of the batch's datagrams (tunnel header, then the inner
-    /// frame's headers), back to back; a frame sent whole is all here.
-    headers: Vec<u8>,
-    datagrams: Vec<Datagram>,
+    /// Encapsulated datagrams of the batch being sent, back to back.
+    buffer: Vec<u8>,
+    /// Each datagram's end in `buffer`, remote end and the frame it came from.
+    datagrams: Vec<(usize, libc::sockaddr_in, usize)>,
     /// The sends of the batch: runs of datagrams that go in one message.
     sends: Vec<Outgoing>,
     iovecs: Vec<libc::iovec>,
@@ -334,24 +331,14 @@ pub struct TunnelPort {
     tx_refused: u64,
 }
 
-/// One datagram of a batch: `headers[..header_end]` after the previous
-/// one's, then `payload` of frame `frame` (empty if it is all headers).
-#[derive(Debug, Clone)]
-struct Datagram {
-    header_end: usize,
-    payload: std::ops::Range<usize>,
-    frame: usize,
-    remote: libc::sockaddr_in,
-}
-
 /// Room for one control message, aligned as `cmsghdr` must be.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
 struct ControlBuffer([u8; CMSG_SPACE]);
 
 /// One message of a batch: datagrams `first..last` (indices into
-/// `datagrams`), all of `segment` bytes but the last, which may be
-/// shorter. More than one datagram: UDP_SEGMENT.
+/// `datagrams`, back to back in the buffer), all of `segment` bytes but the
+/// last, which may be shorter. More than one datagram: UDP_SEGMENT.
 #[derive(Debug, Clone, Copy)]
 struct Outgoing {
     first: usize,
@@ -364,8 +351,8 @@ struct Outgoing {
 }
 
 // SAFETY: the raw pointers inside `iovecs` and `msgs` are rewritten to
-// point into `headers`, the frames being sent, `datagrams` and `controls`
-// right before every send and never read otherwise.
+// point into `buffer`, `datagrams` and `controls` right before every send
+// and never read otherwise.
 unsafe impl Send for TunnelPort {}
 
 impl TunnelPort {
@@ -377,7 +364,7 @@ impl TunnelPort {
         Ok(TunnelPort {
             config,
             socket,
-            headers: Vec::new(),
+            buffer: Vec::new(),
             datagrams: Vec::new(),
             sends: Vec::new(),
             iovecs: Vec::new(),
@@ -391,10 +378,9 @@ impl TunnelPort {
         })
     }
 
-    /// Encapsulates every frame of `frames`: headers into `headers`,
-    /// payloads left in the frames.
+    /// Encapsulates every frame of `frames` into `buffer`.
     fn encapsulate(&mut self, frames: Frames<'_>) {
-        self.headers.clear();
+        self.buffer.clear();
         self.datagrams.clear();
         for i in 0..frames.len() {
             let packet = frames.get(i).expect("within the batch");
@@ -405,48 +391,39 @@ impl TunnelPort {
                     continue;
                 }
             };
-            let remote = sockaddr(remote, self.config.dst_port);
+            let addr = sockaddr(remote, self.config.dst_port);
             let datagrams = &mut self.datagrams;
-            // Segments' headers are written behind their tunnel header;
-            // their payloads are gathered from the frame by the send.
-            let finished = offload::finish_gather(
+            // Segments are cut straight into the send buffer behind their
+            // tunnel header: one copy of each byte.
+            let finished = offload::finish_into(
                 packet.data,
                 &packet.offload,
                 header.as_bytes(),
-                &mut self.headers,
-                &mut |headers, payload| {
-                    datagrams.push(Datagram { header_end: headers.len(), payload, frame: i, remote })
-                },
+                &mut self.buffer,
+                &mut |buffer| datagrams.push((buffer.len(), addr, i)),
             );
             if finished.is_err() {
                 self.tx_bad_offload += 1;
             }
         }
     }
+}
 
-    fn header_range(&self, k: usize) -> std::ops::Range<usize> {
-        let start = if k == 0 { 0 } else { self.datagrams[k - 1].header_end };
-        start..self.datagrams[k].header_end
-    }
-
-    fn datagram_len(&self, k: usize) -> usize {
-        self.header_range(k).len() + self.datagrams[k].payload.len()
-    }
-
+impl TunnelPort {
     /// Groups the batch's datagrams into sends: with UDP segmentation, the
     /// datagrams one frame was cut into (same remote end, same size but the
     /// last) go to the kernel as one message, which it splits again on the
     /// way out, after the whole stack was walked once.
     fn plan_sends(&mut self) {
         self.sends.clear();
-        for k in 0..self.datagrams.len() {
-            let len = self.datagram_len(k);
-            let frame = self.datagrams[k].frame;
+        let mut start = 0;
+        for (k, &(end, _, frame)) in self.datagrams.iter().enumerate() {
+            let len = end - start;
             let joins = self.udp_gso
                 && self.sends.last().is_some_and(|last| {
                     // Only the final datagram of a send may be shorter.
                     last.full
-                        && self.datagrams[last.first].frame == frame
+                        && self.datagrams[last.first].2 == frame
                         && len <= last.segment
                         && last.last - last.first < GSO_MAX_SEGMENTS
                         && last.bytes + len <= GSO_MAX_BYTES
@@ -461,59 +438,7 @@ impl TunnelPort {
                     self.sends.push(Outgoing { first: k, last: k + 1, segment: len, bytes: len, full: true })
                 }
             }
-        }
-    }
-
-    /// Points `msgs[..count]` at sends `next..next + count`: each datagram
-    /// one `iovec` for its headers and one for its payload in `frames`.
-    fn build_messages(&mut self, frames: &Frames<'_>, next: usize, count: usize) {
-        self.iovecs.clear();
-        let mut firsts = [0usize; SEND_CHUNK + 1];
-        for (c, send) in self.sends[next..next + count].iter().enumerate() {
-            firsts[c] = self.iovecs.len();
-            for k in send.first..send.last {
-                let headers = self.header_range(k);
-                self.iovecs.push(libc::iovec {
-                    iov_base: self.headers[headers.start..].as_mut_ptr().cast(),
-                    iov_len: headers.len(),
-                });
-                let payload = &self.datagrams[k].payload;
-                if !payload.is_empty() {
-                    let data = frames.get(self.datagrams[k].frame).expect("within the batch").data;
-                    self.iovecs.push(libc::iovec {
-                        // The kernel only reads it (the const is cast away
-                        // for the C struct).
-                        iov_base: data[payload.clone()].as_ptr() as *mut libc::c_void,
-                        iov_len: payload.len(),
-                    });
-                }
-            }
-        }
-        firsts[count] = self.iovecs.len();
-        // `iovecs` is complete: its addresses are stable from here.
-        for c in 0..count {
-            let send = self.sends[next + c];
-            let msg = &mut self.msgs[c];
-            msg.msg_hdr = zeroed();
-            msg.msg_hdr.msg_name = (&mut self.datagrams[send.first].remote as *mut libc::sockaddr_in).cast();
-            msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            msg.msg_hdr.msg_iov = self.iovecs[firsts[c]..].as_mut_ptr();
-            msg.msg_hdr.msg_iovlen = firsts[c + 1] - firsts[c];
-            msg.msg_len = 0;
-            if send.last - send.first > 1 {
-                let control = &mut self.controls[c];
-                msg.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
-                // SAFETY: CMSG_SPACE of a u16 is well within the 64-byte,
-                // 8-aligned buffer the header points at.
-                unsafe {
-                    msg.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
-                    let cmsg = libc::CMSG_FIRSTHDR(&msg.msg_hdr);
-                    (*cmsg).cmsg_level = libc::SOL_UDP;
-                    (*cmsg).cmsg_type = UDP_SEGMENT;
-                    (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), send.segment as u16);
-                }
-            }
+            start = end;
         }
     }
 }
@@ -523,23 +448,49 @@ impl PortDevice for TunnelPort {
         self.encapsulate(frames);
         self.plan_sends();
         if self.msgs.len() < SEND_CHUNK {
+            self.iovecs = (0..SEND_CHUNK).map(|_| zeroed()).collect();
             self.msgs = (0..SEND_CHUNK).map(|_| zeroed()).collect();
             self.controls = vec![ControlBuffer([0; CMSG_SPACE]); SEND_CHUNK];
         }
         // A frame counts as sent when it made datagrams and none was refused.
         self.sent.clear();
         self.sent.resize(frames.len(), false);
-        for datagram in &self.datagrams {
-            self.sent[datagram.frame] = true;
+        for &(_, _, frame) in &self.datagrams {
+            self.sent[frame] = true;
         }
         let mut next = 0;
         while next < self.sends.len() {
             let count = (self.sends.len() - next).min(SEND_CHUNK);
-            self.build_messages(&frames, next, count);
-            // SAFETY: the messages point into `headers`, `iovecs`,
-            // `datagrams` and `controls`, owned by `self` and unchanged
-            // during the call, and into `frames`, borrowed for it; the
-            // kernel only reads them.
+            for k in 0..count {
+                let send = self.sends[next + k];
+                let start = if send.first == 0 { 0 } else { self.datagrams[send.first - 1].0 };
+                let end = self.datagrams[send.last - 1].0;
+                self.iovecs[k] =
+                    libc::iovec { iov_base: self.buffer[start..].as_mut_ptr().cast(), iov_len: end - start };
+                let msg = &mut self.msgs[k];
+                msg.msg_hdr = zeroed();
+                msg.msg_hdr.msg_name = (&mut self.datagrams[send.first].1 as *mut libc::sockaddr_in).cast();
+                msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                msg.msg_hdr.msg_iov = &mut self.iovecs[k];
+                msg.msg_hdr.msg_iovlen = 1;
+                msg.msg_len = 0;
+                if send.last - send.first > 1 {
+                    let control = &mut self.controls[k];
+                    msg.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
+                    // SAFETY: CMSG_SPACE of a u16 is well within the
+                    // 64-byte, 8-aligned buffer the header points at.
+                    unsafe {
+                        msg.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
+                        let cmsg = libc::CMSG_FIRSTHDR(&msg.msg_hdr);
+                        (*cmsg).cmsg_level = libc::SOL_UDP;
+                        (*cmsg).cmsg_type = UDP_SEGMENT;
+                        (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
+                        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), send.segment as u16);
+                    }
+                }
+            }
+            // SAFETY: the messages point into `buffer`, `datagrams` and
+            // `controls`, owned by `self` and unchanged during the call.
             let n = unsafe {
                 libc::sendmmsg(self.socket.fd(), self.msgs.as_mut_ptr(), count as u32, libc::MSG_DONTWAIT)
             };
@@ -557,7 +508,8 @@ impl PortDevice for TunnelPort {
                     self.udp_gso = false;
                     let singles: Vec<Outgoing> = (send.first..send.last)
                         .map(|k| {
-                            let len = self.datagram_len(k);
+                            let start = if k == 0 { 0 } else { self.datagrams[k - 1].0 };
+                            let len = self.datagrams[k].0 - start;
                             Outgoing { first: k, last: k + 1, segment: len, bytes: len, full: true }
                         })
                         .collect();
@@ -567,7 +519,7 @@ impl PortDevice for TunnelPort {
                 // The send at `next` is refused (no route, too big,
                 // buffers full): count it and go on with the rest.
                 self.tx_refused += 1;
-                self.sent[self.datagrams[send.first].frame] = false;
+                self.sent[self.datagrams[send.first].2] = false;
                 next += 1;
                 continue;
             }
