@@ -84,14 +84,19 @@ const BATCHES_PER_WAKE: usize = 4;
 /// further poll takes a share of the core from the threads making the
 /// traffic (a yield only moves this thread back in the queue). Idle, a
 /// yield returns within a few microseconds and polling goes on as before.
-/// Two runs of VXLAN between two vswitchds, each in one lab switching
-/// between the rules (4 tests of 6 s per rule): TCP 4 streams 6.31 and
-/// 5.98 Gbit/s always polling, 8.83 and 7.36 stopping on contention, 8.21
-/// and 7.60 never polling; TCP 1 stream 7.59/5.79, 7.12/6.45, 7.04/6.70.
+/// VXLAN between two vswitchds, three labs, each switching between the
+/// rules at run time (3-4 tests of 6 s per rule), medians: TCP 4 streams
+/// 6.31, 5.98 and 7.65 Gbit/s always polling, 8.83, 7.36 and 7.88 stopping
+/// on a 20 us yield; TCP 1 stream 7.59, 5.79 and 5.40 against 7.12, 6.45
+/// and 6.88. Never polling was about as good under load, and is not idle.
 const POLL_AFTER_TRAFFIC: Duration = Duration::from_millis(5);
-/// Longer than a yield with nothing else to run (about 1 us here), shorter
-/// than any other thread's turn on the core.
-const CONTENDED_YIELD: Duration = Duration::from_micros(20);
+/// Longer than a yield with nothing else to run (about 1 us here), and
+/// than the brief turn of a thread that wakes and blocks again, such as
+/// the ping waiting for the very reply being polled for: with 20 us, ping
+/// through the bridge (peers.sh) had a median of 36 us against 20 us
+/// before; 50 us kept it near 20 (3 runs each, noisy). Any thread that
+/// does real work runs longer.
+const CONTENDED_YIELD: Duration = Duration::from_micros(50);
 /// Under load (a wake brought at least [`COALESCE_ABOVE`] frames), pause
 /// this long before the next wait so that frames gather into bigger
 /// batches: fewer system calls per frame, and the CPU saved goes to the
