@@ -88,7 +88,9 @@ const BATCHES_PER_WAKE: usize = 4;
 /// rules at run time (3-4 tests of 6 s per rule), medians: TCP 4 streams
 /// 6.31, 5.98 and 7.65 Gbit/s always polling, 8.83, 7.36 and 7.88 stopping
 /// on a 20 us yield; TCP 1 stream 7.59, 5.79 and 5.40 against 7.12, 6.45
-/// and 6.88. Never polling was about as good under load, and is not idle.
+/// and 6.88. With 50 us, the third lab gave 7.44 and 6.86. Never polling
+/// did about as well under load, but gives up the latency polling buys
+/// on an idle machine.
 const POLL_AFTER_TRAFFIC: Duration = Duration::from_millis(5);
 /// Longer than a yield with nothing else to run (about 1 us here), and
 /// than the brief turn of a thread that wakes and blocks again, such as

@@ -181,8 +181,10 @@ impl<'a> Frames<'a> {
 /// place there, not copied (for TCP, a 64 KiB copy per GSO frame; it also
 /// serves every port a flooded frame goes to). The datapath sends before
 /// it receives the next batch, so the batch outlives the queue entries.
-/// Frames from elsewhere (rewritten by actions, injected, decapsulated) are
-/// copied into one buffer shared by every port, so what the queues hold is
+/// A large frame out of a tunnel is lent the same way, alone
+/// ([`TxQueues::lend_bytes`]), and sent before the next one is merged.
+/// Frames from elsewhere (rewritten by actions, injected, small ones
+/// decapsulated) are copied into one buffer shared by every port, so what the queues hold is
 /// bounded by what one received batch yields (times its fan-out), not by
 /// the number of ports: per-port buffers each grew to the biggest burst
 /// that port ever saw and kept it.
