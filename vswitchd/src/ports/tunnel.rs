@@ -17,6 +17,17 @@
 //!   UDP_SEGMENT: the kernel walks its stack once for them and splits
 //!   them at the end (a kernel or a path that cannot, and GRE, get them
 //!   one by one).
+//! - Who sends: each port has a send thread for bulk. A batch of 16 KiB or
+//!   more of datagrams (GSO frames) is handed to it, so that the datapath
+//!   switches the next batch meanwhile: the system calls are most of a
+//!   sending host's work (GRE's one per datagram; on a veth underlay each
+//!   also runs the receiving host's side). A smaller batch is sent on the
+//!   datapath's own thread when the send thread has nothing in flight, so a
+//!   ping pays no hand-over (about 50 us to wake a thread on this VM) and
+//!   order is kept. Two jobs (batches) cycle between them; the datapath
+//!   waits when both are out, so the thread's pace is the port's. A send
+//!   the kernel refuses on the thread is counted as `tx_tunnel_refused`
+//!   only, the frames having been counted as sent.
 //! - Receiving, VXLAN sockets ask for UDP_GRO: a flow's datagrams arrive
 //!   coalesced, and the datapath cuts them apart again (then merges their
 //!   TCP segments, [`crate::core::tunnel::gro`]). The sockets say IP_PMTUDISC_DONT: an outer
@@ -29,8 +40,9 @@
 //!   shown on each of its ports (`rx_tunnel_*` in `dump-ports`).
 //!
 //! Costs: 2 MiB of receive slots in the datapath (32 datagrams of up to
-//! 64 KiB, which is what a reassembled fragmented packet can be), and one
-//! copy of each frame into the send buffer with its header.
+//! 64 KiB, which is what a reassembled fragmented packet can be); per port
+//! a thread, idle but under bulk traffic, and two send buffers of up to a
+//! batch each; one copy of each frame into a send buffer with its header.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -312,23 +324,36 @@ impl TunnelRx {
 pub struct TunnelPort {
     config: TunnelConfig,
     socket: Arc<TunnelSocket>,
-    /// Encapsulated datagrams of the batch being sent, back to back.
+    /// Sends small batches while the thread has nothing in flight.
+    inline: Sender,
+    thread: SendThread,
+    tx_drops: [u64; TunnelDrop::ALL.len()],
+    tx_bad_offload: u64,
+    /// Sends the kernel refused; counted by whichever thread sends.
+    tx_refused: Arc<AtomicU64>,
+}
+
+/// Batches of fewer encapsulated bytes than this go out on the datapath's
+/// thread when the send thread has nothing in flight (so order is kept):
+/// a ping or a small flood pays no hand-over. Bulk (GSO frames) goes to the
+/// send thread: every datagram is a system call (GRE) or a 64 KiB copy
+/// (VXLAN), and on a veth underlay each call also carries the receiving
+/// host's work (the kernel runs the peer's receive in the sender's
+/// context), which the datapath's thread then does not wait for.
+const SEND_INLINE_BELOW: usize = 16 * 1024;
+
+/// One batch's datagrams, encapsulated, and the sends they go in.
+#[derive(Default)]
+struct SendJob {
+    /// Encapsulated datagrams, back to back.
     buffer: Vec<u8>,
     /// Each datagram's end in `buffer`, remote end and the frame it came from.
     datagrams: Vec<(usize, libc::sockaddr_in, usize)>,
-    /// The sends of the batch: runs of datagrams that go in one message.
+    /// Runs of datagrams that go in one message.
     sends: Vec<Outgoing>,
-    iovecs: Vec<libc::iovec>,
-    msgs: Vec<libc::mmsghdr>,
-    /// One UDP_SEGMENT control message per send.
-    controls: Vec<ControlBuffer>,
-    /// Whether the socket takes UDP_SEGMENT (VXLAN, and the kernel has it).
-    udp_gso: bool,
-    /// Per frame of the batch being sent: whether all of it went out.
+    /// Per frame of the batch: whether all of it went out (or, before the
+    /// send, whether it made datagrams).
     sent: Vec<bool>,
-    tx_drops: [u64; TunnelDrop::ALL.len()],
-    tx_bad_offload: u64,
-    tx_refused: u64,
 }
 
 /// Room for one control message, aligned as `cmsghdr` must be.
@@ -350,76 +375,34 @@ struct Outgoing {
     full: bool,
 }
 
-// SAFETY: the raw pointers inside `iovecs` and `msgs` are rewritten to
-// point into `buffer`, `datagrams` and `controls` right before every send
-// and never read otherwise.
-unsafe impl Send for TunnelPort {}
-
-impl TunnelPort {
-    pub fn open(interface: &InterfaceConfig) -> Result<TunnelPort, RpcError> {
-        let kind = TunnelKind::parse(interface.kind()).expect("only called for tunnel types");
-        let config = TunnelConfig::from_options(kind, &interface.options).map_err(device_error)?;
-        let socket = TunnelSocket::shared(config.endpoint())
-            .map_err(|e| device_error(format!("cannot open the {} tunnel socket: {e}", kind.name())))?;
-        Ok(TunnelPort {
-            config,
-            socket,
-            buffer: Vec::new(),
-            datagrams: Vec::new(),
-            sends: Vec::new(),
-            iovecs: Vec::new(),
-            msgs: Vec::new(),
-            controls: Vec::new(),
-            udp_gso: kind == TunnelKind::Vxlan,
-            sent: Vec::new(),
-            tx_drops: [0; TunnelDrop::ALL.len()],
-            tx_bad_offload: 0,
-            tx_refused: 0,
-        })
-    }
-
-    /// Encapsulates every frame of `frames` into `buffer`.
-    fn encapsulate(&mut self, frames: Frames<'_>) {
-        self.buffer.clear();
-        self.datagrams.clear();
-        for i in 0..frames.len() {
-            let packet = frames.get(i).expect("within the batch");
-            let (remote, header) = match encap(&self.config, &frames.tunnel(i)) {
-                Ok(found) => found,
-                Err(drop) => {
-                    self.tx_drops[drop.index()] += 1;
-                    continue;
-                }
-            };
-            let addr = sockaddr(remote, self.config.dst_port);
-            let datagrams = &mut self.datagrams;
-            // Segments are cut straight into the send buffer behind their
-            // tunnel header: one copy of each byte.
-            let finished = offload::finish_into(
-                packet.data,
-                &packet.offload,
-                header.as_bytes(),
-                &mut self.buffer,
-                &mut |buffer| datagrams.push((buffer.len(), addr, i)),
-            );
-            if finished.is_err() {
-                self.tx_bad_offload += 1;
-            }
-        }
-    }
+/// The socket and the kernel's message structures, on the thread that sends.
+struct Sender {
+    socket: Arc<TunnelSocket>,
+    iovecs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    /// One UDP_SEGMENT control message per send.
+    controls: Vec<ControlBuffer>,
+    /// Whether the socket takes UDP_SEGMENT (VXLAN, and the kernel has it).
+    udp_gso: bool,
+    refused: Arc<AtomicU64>,
 }
 
-impl TunnelPort {
-    /// Groups the batch's datagrams into sends: with UDP segmentation, the
+// SAFETY: the raw pointers inside `iovecs` and `msgs` are rewritten to
+// point into the job being sent and `controls` right before every send and
+// never read otherwise; moving the value between threads leaves none in use.
+unsafe impl Send for Sender {}
+
+impl SendJob {
+    /// Groups the datagrams into sends: with UDP segmentation, the
     /// datagrams one frame was cut into (same remote end, same size but the
     /// last) go to the kernel as one message, which it splits again on the
     /// way out, after the whole stack was walked once.
-    fn plan_sends(&mut self) {
+    fn plan_sends(&mut self, udp_gso: bool) {
         self.sends.clear();
         let mut start = 0;
         for (k, &(end, _, frame)) in self.datagrams.iter().enumerate() {
             let len = end - start;
-            let joins = self.udp_gso
+            let joins = udp_gso
                 && self.sends.last().is_some_and(|last| {
                     // Only the final datagram of a send may be shorter.
                     last.full
@@ -443,33 +426,34 @@ impl TunnelPort {
     }
 }
 
-impl PortDevice for TunnelPort {
-    fn send_batch(&mut self, frames: Frames<'_>) -> usize {
-        self.encapsulate(frames);
-        self.plan_sends();
-        if self.msgs.len() < SEND_CHUNK {
-            self.iovecs = (0..SEND_CHUNK).map(|_| zeroed()).collect();
-            self.msgs = (0..SEND_CHUNK).map(|_| zeroed()).collect();
-            self.controls = vec![ControlBuffer([0; CMSG_SPACE]); SEND_CHUNK];
+impl Sender {
+    fn new(socket: Arc<TunnelSocket>, udp_gso: bool, refused: Arc<AtomicU64>) -> Sender {
+        Sender {
+            socket,
+            iovecs: (0..SEND_CHUNK).map(|_| zeroed()).collect(),
+            msgs: (0..SEND_CHUNK).map(|_| zeroed()).collect(),
+            controls: vec![ControlBuffer([0; CMSG_SPACE]); SEND_CHUNK],
+            udp_gso,
+            refused,
         }
-        // A frame counts as sent when it made datagrams and none was refused.
-        self.sent.clear();
-        self.sent.resize(frames.len(), false);
-        for &(_, _, frame) in &self.datagrams {
-            self.sent[frame] = true;
-        }
+    }
+
+    /// Sends the job's datagrams; a frame with a refused send is marked
+    /// unsent in `job.sent`.
+    fn send(&mut self, job: &mut SendJob) {
+        job.plan_sends(self.udp_gso);
         let mut next = 0;
-        while next < self.sends.len() {
-            let count = (self.sends.len() - next).min(SEND_CHUNK);
+        while next < job.sends.len() {
+            let count = (job.sends.len() - next).min(SEND_CHUNK);
             for k in 0..count {
-                let send = self.sends[next + k];
-                let start = if send.first == 0 { 0 } else { self.datagrams[send.first - 1].0 };
-                let end = self.datagrams[send.last - 1].0;
+                let send = job.sends[next + k];
+                let start = if send.first == 0 { 0 } else { job.datagrams[send.first - 1].0 };
+                let end = job.datagrams[send.last - 1].0;
                 self.iovecs[k] =
-                    libc::iovec { iov_base: self.buffer[start..].as_mut_ptr().cast(), iov_len: end - start };
+                    libc::iovec { iov_base: job.buffer[start..].as_mut_ptr().cast(), iov_len: end - start };
                 let msg = &mut self.msgs[k];
                 msg.msg_hdr = zeroed();
-                msg.msg_hdr.msg_name = (&mut self.datagrams[send.first].1 as *mut libc::sockaddr_in).cast();
+                msg.msg_hdr.msg_name = (&mut job.datagrams[send.first].1 as *mut libc::sockaddr_in).cast();
                 msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
                 msg.msg_hdr.msg_iov = &mut self.iovecs[k];
                 msg.msg_hdr.msg_iovlen = 1;
@@ -489,13 +473,14 @@ impl PortDevice for TunnelPort {
                     }
                 }
             }
-            // SAFETY: the messages point into `buffer`, `datagrams` and
-            // `controls`, owned by `self` and unchanged during the call.
+            // SAFETY: the messages point into the job's buffer and
+            // datagrams and into `iovecs` and `controls`, all unchanged
+            // during the call.
             let n = unsafe {
                 libc::sendmmsg(self.socket.fd(), self.msgs.as_mut_ptr(), count as u32, libc::MSG_DONTWAIT)
             };
             if n <= 0 {
-                let send = self.sends[next];
+                let send = job.sends[next];
                 let error = io::Error::last_os_error().raw_os_error();
                 if send.last - send.first > 1
                     && matches!(error, Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT))
@@ -508,24 +493,208 @@ impl PortDevice for TunnelPort {
                     self.udp_gso = false;
                     let singles: Vec<Outgoing> = (send.first..send.last)
                         .map(|k| {
-                            let start = if k == 0 { 0 } else { self.datagrams[k - 1].0 };
-                            let len = self.datagrams[k].0 - start;
+                            let start = if k == 0 { 0 } else { job.datagrams[k - 1].0 };
+                            let len = job.datagrams[k].0 - start;
                             Outgoing { first: k, last: k + 1, segment: len, bytes: len, full: true }
                         })
                         .collect();
-                    self.sends.splice(next..next + 1, singles);
+                    job.sends.splice(next..next + 1, singles);
                     continue;
                 }
                 // The send at `next` is refused (no route, too big,
                 // buffers full): count it and go on with the rest.
-                self.tx_refused += 1;
-                self.sent[self.datagrams[send.first].2] = false;
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                job.sent[job.datagrams[send.first].2] = false;
                 next += 1;
                 continue;
             }
             next += n as usize;
         }
-        self.sent.iter().filter(|sent| **sent).count()
+    }
+}
+
+/// A thread that sends a port's jobs, in order. Jobs cycle: the datapath
+/// fills one while the thread sends another; with every job in flight the
+/// datapath waits for one back, so the thread's pace is the port's.
+struct SendThread {
+    jobs: Option<crossbeam_channel::Sender<SendJob>>,
+    spare: crossbeam_channel::Receiver<SendJob>,
+    /// Jobs back from the thread or never sent, to fill again.
+    kept: Vec<SendJob>,
+    /// Jobs handed to the thread and not yet back.
+    in_flight: usize,
+    /// Jobs made so far (at most [`SEND_JOBS`]).
+    made: usize,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One being filled while another is sent: each holds up to a batch of
+/// 64 KiB frames, cut.
+const SEND_JOBS: usize = 2;
+
+impl SendThread {
+    fn spawn(mut sender: Sender) -> io::Result<SendThread> {
+        let (jobs, queued) = crossbeam_channel::bounded::<SendJob>(1);
+        let (give_back, spare) = crossbeam_channel::bounded(SEND_JOBS);
+        let thread = std::thread::Builder::new().name("tunnel-send".into()).spawn(move || {
+            for mut job in queued {
+                sender.send(&mut job);
+                if give_back.send(job).is_err() {
+                    break;
+                }
+            }
+        })?;
+        Ok(SendThread {
+            jobs: Some(jobs),
+            spare,
+            kept: Vec::new(),
+            in_flight: 0,
+            made: 0,
+            thread: Some(thread),
+        })
+    }
+
+    /// Takes in the jobs the thread gave back.
+    fn collect(&mut self) {
+        while let Ok(job) = self.spare.try_recv() {
+            self.in_flight -= 1;
+            self.kept.push(job);
+        }
+    }
+
+    /// Whether every job handed over has been sent.
+    fn idle(&mut self) -> bool {
+        self.collect();
+        self.in_flight == 0
+    }
+
+    /// An empty job to fill: one given back, a new one, or the next the
+    /// thread gives back.
+    fn job(&mut self) -> SendJob {
+        self.collect();
+        if let Some(job) = self.kept.pop() {
+            return job;
+        }
+        if self.made < SEND_JOBS {
+            self.made += 1;
+            return SendJob::default();
+        }
+        match self.spare.recv() {
+            Ok(job) => {
+                self.in_flight -= 1;
+                job
+            }
+            // The thread is gone: a new job keeps the port going (its
+            // sends are then counted as refused).
+            Err(_) => SendJob::default(),
+        }
+    }
+
+    /// Takes back a job that was not handed over.
+    fn keep(&mut self, job: SendJob) {
+        self.kept.push(job);
+    }
+
+    /// Hands a filled job to the thread; false if the thread is gone.
+    fn submit(&mut self, job: SendJob) -> bool {
+        let handed = self.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok());
+        self.in_flight += usize::from(handed);
+        handed
+    }
+}
+
+impl Drop for SendThread {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once it sent what is queued.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl TunnelPort {
+    pub fn open(interface: &InterfaceConfig) -> Result<TunnelPort, RpcError> {
+        let kind = TunnelKind::parse(interface.kind()).expect("only called for tunnel types");
+        let config = TunnelConfig::from_options(kind, &interface.options).map_err(device_error)?;
+        let socket = TunnelSocket::shared(config.endpoint())
+            .map_err(|e| device_error(format!("cannot open the {} tunnel socket: {e}", kind.name())))?;
+        let tx_refused = Arc::new(AtomicU64::new(0));
+        let udp_gso = kind == TunnelKind::Vxlan;
+        let thread = SendThread::spawn(Sender::new(socket.clone(), udp_gso, tx_refused.clone()))
+            .map_err(|e| device_error(format!("cannot start the tunnel port's send thread: {e}")))?;
+        Ok(TunnelPort {
+            config,
+            inline: Sender::new(socket.clone(), udp_gso, tx_refused.clone()),
+            socket,
+            thread,
+            tx_drops: [0; TunnelDrop::ALL.len()],
+            tx_bad_offload: 0,
+            tx_refused,
+        })
+    }
+
+    /// Encapsulates every frame of `frames` into `job`.
+    fn encapsulate(&mut self, frames: Frames<'_>, job: &mut SendJob) {
+        job.buffer.clear();
+        job.datagrams.clear();
+        job.sent.clear();
+        job.sent.resize(frames.len(), false);
+        for i in 0..frames.len() {
+            let packet = frames.get(i).expect("within the batch");
+            let (remote, header) = match encap(&self.config, &frames.tunnel(i)) {
+                Ok(found) => found,
+                Err(drop) => {
+                    self.tx_drops[drop.index()] += 1;
+                    continue;
+                }
+            };
+            let addr = sockaddr(remote, self.config.dst_port);
+            let datagrams = &mut job.datagrams;
+            // Segments are cut straight into the send buffer behind their
+            // tunnel header: one copy of each byte.
+            let finished = offload::finish_into(
+                packet.data,
+                &packet.offload,
+                header.as_bytes(),
+                &mut job.buffer,
+                &mut |buffer| datagrams.push((buffer.len(), addr, i)),
+            );
+            if finished.is_err() {
+                self.tx_bad_offload += 1;
+            }
+        }
+        // A frame counts as sent when it made datagrams and none was refused.
+        for &(_, _, frame) in &job.datagrams {
+            job.sent[frame] = true;
+        }
+    }
+}
+
+impl PortDevice for TunnelPort {
+    /// A frame handed to the send thread counts as taken once encapsulated:
+    /// a send the kernel refuses later is counted as `tx_tunnel_refused`
+    /// only, not in the port's `tx_dropped`.
+    fn send_batch(&mut self, frames: Frames<'_>) -> usize {
+        let mut job = self.thread.job();
+        self.encapsulate(frames, &mut job);
+        let made = job.sent.iter().filter(|sent| **sent).count();
+        if made == 0 {
+            self.thread.keep(job);
+            return 0;
+        }
+        if job.buffer.len() < SEND_INLINE_BELOW && self.thread.idle() {
+            self.inline.send(&mut job);
+            let sent = job.sent.iter().filter(|sent| **sent).count();
+            self.thread.keep(job);
+            return sent;
+        }
+        if self.thread.submit(job) {
+            made
+        } else {
+            self.tx_refused.fetch_add(1, Ordering::Relaxed);
+            0
+        }
     }
 
     fn recv_batch(&mut self, _batch: &mut PacketBatch) -> usize {
@@ -553,7 +722,7 @@ impl PortDevice for TunnelPort {
             })
             .collect();
         drops.push((DeviceDrop::TxBadOffload, self.tx_bad_offload));
-        drops.push((DeviceDrop::TxTunnelRefused, self.tx_refused));
+        drops.push((DeviceDrop::TxTunnelRefused, self.tx_refused.load(Ordering::Relaxed)));
         drops
     }
 }
