@@ -26,7 +26,8 @@
 #
 # Tests, container 1 -> container 2, one at a time: iperf3 TCP 1 stream,
 # TCP 4 streams (-P 4), UDP 64-byte datagrams as fast as they go (-u -l 64
-# -b 0; the receiver's packets per second and loss). During each test the
+# -b 0; the receiver's packets per second and loss); and, when asked for
+# (TUNNEL_TESTS=ping), the average round trip of 500 pings 2 ms apart. During each test the
 # CPU time of each vswitchd (utime + stime from /proc/PID/stat) is read,
 # as % of one core. Prints the medians, the ratios vxlan/kernel and
 # gre/kernel, and the daemons' CPU.
@@ -279,7 +280,24 @@ EOF
 }
 
 FAILED=0
-echo "kind,run,test,secs,gbps,retransmits,rx_pps,tx_pps,loss_pct,cpu_h1_pct,cpu_h2_pct,error" >"$CSV"
+echo "kind,run,test,secs,gbps,retransmits,rx_pps,tx_pps,loss_pct,cpu_h1_pct,cpu_h2_pct,error,ping_avg_us" >"$CSV"
+
+# Round trips from container 1 to container 2: 500 pings 2 ms apart
+# (bounded by -c and -w), the average in microseconds.
+measure_ping() {
+    local kind=$1 run=$2 t=${TAG[$1]} out avg
+    out=$(ip netns exec "$P-$t-c1" ping -n -q -c 500 -i 0.002 -w 10 198.18.0.2 2>&1) || true
+    avg=$(sed -n 's|^rtt [^=]*= [0-9.]*/\([0-9.]*\)/.*|\1|p' <<<"$out")
+    if [ -z "$avg" ]; then
+        FAILED=$((FAILED + 1))
+        echo "  $kind ping run $run FAILED: $(tail -n 2 <<<"$out" | tr '\n' ' ')" >&2
+        echo "$kind,$run,ping,,,,,,,,,no_reply," >>"$CSV"
+        return
+    fi
+    avg=$(awk -v ms="$avg" 'BEGIN { printf "%.0f", ms * 1000 }')
+    echo "$kind,$run,ping,,,,,,,,,,$avg" >>"$CSV"
+    printf '  %-6s %-5s %8s us average round trip\n' "$kind" ping "$avg"
+}
 
 # One iperf3 test from container 1 to container 2 of KIND's lab.
 measure() {
@@ -324,7 +342,7 @@ measure() {
         FAILED=$((FAILED + 1))
         echo "  $kind $test run $run FAILED: $err $(head -c 300 "$json.err" 2>/dev/null)" >&2
     fi
-    local fields=("$kind" "$run" "$test" "$SECS" "$gbps" "$retr" "$rx" "$tx" "$loss" "$cpu1" "$cpu2" "$err") i
+    local fields=("$kind" "$run" "$test" "$SECS" "$gbps" "$retr" "$rx" "$tx" "$loss" "$cpu1" "$cpu2" "$err" "") i
     for i in "${!fields[@]}"; do [ "${fields[$i]}" != - ] || fields[$i]=""; done
     (IFS=,; echo "${fields[*]}") >>"$CSV"
     case $mode in
@@ -346,7 +364,7 @@ for run in $(seq "$RUNS"); do
     for kind in "${KINDS[@]}"; do
         echo "run $run/$RUNS, $kind"
         for test in "${TESTS[@]}"; do
-            measure "$kind" "$run" "$test"
+            if [ "$test" = ping ]; then measure_ping "$kind" "$run"; else measure "$kind" "$run" "$test"; fi
             sleep 1
         done
     done
@@ -391,6 +409,11 @@ print(f"{'overlay':10}" + "".join(f"{name:>15}" for name in ["TCP 1", "TCP 4", "
 for kind in ["vxlan", "gre"]:
     cells = [f"{fmt(med(kind, t, 'cpu_h1_pct'), 0)} / {fmt(med(kind, t, 'cpu_h2_pct'), 0)}" for t in tests]
     print(f"{kind:10}" + "".join(f"{c:>15}" for c in cells))
+
+if any(r["test"] == "ping" for r in rows):
+    print("\nping container 1 -> container 2 (500 pings 2 ms apart), average round trip in us, medians")
+    for kind in kinds:
+        print(f"{kind:10}{fmt(med(kind, 'ping', 'ping_avg_us'), 0):>15}")
 
 failed = [r for r in rows if r["error"]]
 if failed:
