@@ -10,8 +10,8 @@
 #   -o  also save the raw results (one line per run and test) as CSV
 #   --no-build  use target/release/{vswitchd,vsctl} as they are
 #
-# Three labs, each two host namespaces joined by an underlay veth
-# (198.19.0.1/24 - 198.19.0.2/24, MTU 1500) with a container namespace
+# Four labs; the first three are two host namespaces joined by an underlay
+# veth (198.19.0.1/24 - 198.19.0.2/24, MTU 1500) with a container namespace
 # behind each host (198.18.0.1/24 and 198.18.0.2/24):
 #
 #   vxlan   each host runs its own vswitchd (release build, --detach, run
@@ -23,14 +23,18 @@
 #           local/remote the underlay addresses) and a veth to the container
 #           (MTU 1450) on a Linux bridge in each host, as e2e_tunnels
 #           measures the kernel beside us
+#   bridge  the reference for what a tunnel could reach: one host, one
+#           vswitchd, both containers (MTU 1450) on its br0, no tunnel. An
+#           overlay crosses two such switches and the tunnel sockets on the
+#           same CPUs, so it cannot beat this lab
 #
 # Tests, container 1 -> container 2, one at a time: iperf3 TCP 1 stream,
 # TCP 4 streams (-P 4), UDP 64-byte datagrams as fast as they go (-u -l 64
 # -b 0; the receiver's packets per second and loss); and, when asked for
 # (TUNNEL_TESTS=ping), the average round trip of 500 pings 2 ms apart. During each test the
 # CPU time of each vswitchd (utime + stime from /proc/PID/stat) is read,
-# as % of one core. Prints the medians, the ratios vxlan/kernel and
-# gre/kernel, and the daemons' CPU.
+# as % of one core. Prints the medians, the ratios vxlan/kernel,
+# gre/kernel and bridge/kernel, and the daemons' CPU.
 #
 # Lab rules: every namespace is vsbt<pid>-*, made here and deleted on exit
 # (also on failure or interrupt); addresses only in 198.18.0.0/15 and only
@@ -80,11 +84,15 @@ done
 
 P="vsbt$$"
 # TUNNEL_KINDS / TUNNEL_TESTS (space-separated) narrow a run, e.g. to
-# compare one change on vxlan tcp1 against the kernel.
-read -r -a KINDS <<<"${TUNNEL_KINDS:-vxlan gre kernel}"
+# compare one change on vxlan tcp1 against the kernel; only the labs asked
+# for are built.
+read -r -a KINDS <<<"${TUNNEL_KINDS:-vxlan gre kernel bridge}"
 read -r -a TESTS <<<"${TUNNEL_TESTS:-tcp1 tcp4 udp64}"
-declare -A TAG=([vxlan]=vx [gre]=gr [kernel]=kv)
-declare -A MTU=([vxlan]=1450 [gre]=1458 [kernel]=1450)
+declare -A TAG=([vxlan]=vx [gre]=gr [kernel]=kv [bridge]=br)
+declare -A MTU=([vxlan]=1450 [gre]=1458 [kernel]=1450 [bridge]=1450)
+for kind in "${KINDS[@]}"; do
+    [ -n "${TAG[$kind]:-}" ] || { echo "tunnels: unknown lab $kind in TUNNEL_KINDS (vxlan gre kernel bridge)" >&2; exit 2; }
+done
 TMP=$(mktemp -d /tmp/vswitch-tunnels.XXXXXX)
 CSV=$TMP/results.csv
 CREATED_NS=()
@@ -210,6 +218,18 @@ setup_ours() {
     overlay_pings "$t" || die "$kind: container 1 cannot ping container 2 across vswitchd's tunnel"
 }
 
+# One host with a vswitchd and both containers on its bridge: no tunnel.
+setup_bridge() {
+    local t=${TAG[bridge]} n
+    for ns in h1 c1 c2; do mkns "$P-$t-$ns"; done
+    start_daemon "$t-h1" "$P-$t-h1"
+    vs "$t-h1" add-br br0
+    for n in 1 2; do
+        vs "$t-h1" add-container-port br0 eth0 "$P-$t-c$n" --ip "198.18.0.$n/24" --mtu "${MTU[bridge]}"
+    done
+    overlay_pings "$t" || die "bridge: container 1 cannot ping container 2 through one vswitchd"
+}
+
 # Two hosts with the kernel's VXLAN: vxlan0 and the container's veth on a
 # Linux bridge in each host.
 setup_kernel() {
@@ -311,9 +331,10 @@ measure() {
     ip netns exec "$c2" timeout -k 2 $((SECS + 30)) iperf3 -s -1 -B 198.18.0.2 -p 5201 </dev/null >/dev/null 2>&1 &
     SERVER=$!
     wait_listen "$c2" 5201 || die "$kind: the iperf3 server did not listen within 5 s"
-    local ours=0 a0=0 b0=0 a1=0 b1=0 s0 s1 rc=0
+    local ours=0 hosts=2 a0=0 b0=0 a1=0 b1=0 s0 s1 rc=0
     [ "$kind" = kernel ] || ours=1
-    if [ $ours = 1 ]; then a0=$(ticks "$t-h1"); b0=$(ticks "$t-h2"); fi
+    [ "$kind" != bridge ] || hosts=1
+    if [ $ours = 1 ]; then a0=$(ticks "$t-h1"); [ $hosts = 1 ] || b0=$(ticks "$t-h2"); fi
     s0=$(date +%s.%N)
     ip netns exec "$c1" timeout -k 2 $((SECS + 15)) iperf3 -c 198.18.0.2 -p 5201 -J --connect-timeout 3000 \
         -t "$SECS" "${args[@]}" </dev/null >"$json" 2>"$json.err" &
@@ -321,7 +342,7 @@ measure() {
     wait "$CLIENT" || rc=$?
     CLIENT=""
     s1=$(date +%s.%N)
-    if [ $ours = 1 ]; then a1=$(ticks "$t-h1"); b1=$(ticks "$t-h2"); fi
+    if [ $ours = 1 ]; then a1=$(ticks "$t-h1"); [ $hosts = 1 ] || b1=$(ticks "$t-h2"); fi
     # The one-off server ends with its test; if not, it is stopped.
     for _ in $(seq 50); do
         kill -0 "$SERVER" 2>/dev/null || break
@@ -335,7 +356,8 @@ measure() {
     read -r gbps retr rx tx loss err < <(parse_iperf "$json" $mode)
     if [ $ours = 1 ]; then
         cpu1=$(awk -v a="$a0" -v b="$a1" -v hz="$HZ" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.1f", 100 * (b - a) / hz / (s1 - s0) }')
-        cpu2=$(awk -v a="$b0" -v b="$b1" -v hz="$HZ" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.1f", 100 * (b - a) / hz / (s1 - s0) }')
+        [ $hosts = 1 ] ||
+            cpu2=$(awk -v a="$b0" -v b="$b1" -v hz="$HZ" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.1f", 100 * (b - a) / hz / (s1 - s0) }')
     fi
     if [ "$err" != - ] || [ "$rc" != 0 ]; then
         [ "$err" != - ] || err="iperf3_exit_$rc"
@@ -355,10 +377,14 @@ measure() {
 
 # ---------------------------------------------------------------- run
 
-echo "tunnels: setting up (namespaces $P-*)"
-setup_ours vxlan
-setup_ours gre
-setup_kernel
+echo "tunnels: setting up ${KINDS[*]} (namespaces $P-*)"
+for kind in "${KINDS[@]}"; do
+    case $kind in
+        vxlan | gre) setup_ours "$kind" ;;
+        kernel) setup_kernel ;;
+        bridge) setup_bridge ;;
+    esac
+done
 echo "tunnels: $RUNS run(s) of ${TESTS[*]}, $SECS s each, container 1 -> container 2"
 for run in $(seq "$RUNS"); do
     for kind in "${KINDS[@]}"; do
@@ -375,7 +401,8 @@ import csv, statistics, sys
 
 path, runs, secs, kernel, ncpu = sys.argv[1:]
 rows = list(csv.DictReader(open(path)))
-kinds, tests = ["vxlan", "gre", "kernel"], ["tcp1", "tcp4", "udp64"]
+kinds = [k for k in ["vxlan", "gre", "kernel", "bridge"] if any(r["kind"] == k for r in rows)]
+tests = ["tcp1", "tcp4", "udp64"]
 
 def med(kind, test, col):
     vals = [float(r[col]) for r in rows if r["kind"] == kind and r["test"] == test and r[col] and not r["error"]]
@@ -387,7 +414,8 @@ def fmt(v, digits=2):
     return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}f}"
 
 print(f"\n{runs} run(s) of {secs} s, medians; kernel {kernel}, {ncpu} CPUs; vswitchd release build")
-print("underlay veth MTU 1500; containers MTU 1450 (vxlan, kernel), 1458 (gre); iperf3 container 1 -> container 2\n")
+print("underlay veth MTU 1500; containers MTU 1450 (vxlan, kernel, bridge), 1458 (gre); iperf3 container 1 -> container 2")
+print("bridge: one vswitchd with both containers, no tunnel (what an overlay of two vswitchds could reach at most)\n")
 cols = [("tcp1", "gbps", "TCP 1 Gb/s"), ("tcp4", "gbps", "TCP 4 Gb/s"),
         ("udp64", "rx_pps", "UDP64 rx pps"), ("udp64", "loss_pct", "UDP64 loss %")]
 print(f"{'overlay':10}" + "".join(f"{name:>15}" for _, _, name in cols))
@@ -397,16 +425,17 @@ for kind in kinds:
 print()
 ratio_cols = [c for c in cols if c[1] != "loss_pct"]
 print(f"{'ratio':14}" + "".join(f"{name:>15}" for _, _, name in ratio_cols))
-for kind in ["vxlan", "gre"]:
+for kind in [k for k in ["vxlan", "gre", "bridge"] if k in kinds]:
     cells = []
     for t, c, _ in ratio_cols:
         a, b = med(kind, t, c), med("kernel", t, c)
         cells.append(None if a is None or not b else a / b)
     print(f"{kind + '/kernel':14}" + "".join(f"{fmt(x, 3):>15}" for x in cells))
 
-print("\nvswitchd CPU during each test, % of one core (host 1 = sender side / host 2 = receiver side), medians")
+print("\nvswitchd CPU during each test, % of one core (host 1 = sender side / host 2 = receiver side;")
+print("bridge: its one vswitchd / -), medians")
 print(f"{'overlay':10}" + "".join(f"{name:>15}" for name in ["TCP 1", "TCP 4", "UDP64"]))
-for kind in ["vxlan", "gre"]:
+for kind in [k for k in ["vxlan", "gre", "bridge"] if k in kinds]:
     cells = [f"{fmt(med(kind, t, 'cpu_h1_pct'), 0)} / {fmt(med(kind, t, 'cpu_h2_pct'), 0)}" for t in tests]
     print(f"{kind:10}" + "".join(f"{c:>15}" for c in cells))
 
