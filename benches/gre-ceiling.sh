@@ -15,6 +15,10 @@
 #               IPv4 header its own (the "packet socket on the underlay"
 #               option: no route lookup, netfilter or neighbour code)
 #   packet x2   two of those
+#   xdp x1      kernel bypass on both ends: the receiver attaches an XDP
+#               program to its veth that hands every frame to an AF_XDP
+#               socket (no IP receive at all), the sender writes frames to
+#               an AF_XDP socket's ring; copy mode, as a veth offers
 # Every packet is 1,500 bytes (GRE with a key, a 1,472-byte carried frame);
 # rates are also shown as the 1,406-byte TCP payloads such frames carry.
 #
@@ -79,8 +83,9 @@ MAC=$(ip -n "$P-b" -br link show ul | awk '{print $3}')
 
 # One test: SENDERS senders of MODE; prints the receiver's line.
 run() {
-    local mode=$1 senders=$2 i
-    ip netns exec "$P-b" timeout $((SECS + 10)) "$PROBE" recv "$SECS" >"$TMP/recv" &
+    local mode=$1 senders=$2 i receive=(recv "$SECS")
+    [ "$mode" != xdp ] || receive=(xdp-recv ul "$SECS")
+    ip netns exec "$P-b" timeout $((SECS + 10)) "$PROBE" "${receive[@]}" >"$TMP/recv" &
     local receiver=$!
     PIDS=("$receiver")
     sleep 0.3
@@ -88,6 +93,7 @@ run() {
         case $mode in
             raw) ip netns exec "$P-a" timeout $((SECS + 10)) "$PROBE" send 198.19.9.2 "$SECS" >"$TMP/send$i" & ;;
             packet) ip netns exec "$P-a" timeout $((SECS + 10)) "$PROBE" packet-send ul "$MAC" 198.19.9.1 198.19.9.2 "$SECS" >"$TMP/send$i" & ;;
+            xdp) ip netns exec "$P-a" timeout $((SECS + 10)) "$PROBE" xdp-send ul "$MAC" 198.19.9.1 198.19.9.2 "$SECS" >"$TMP/send$i" & ;;
         esac
         PIDS+=("$!")
     done
@@ -103,4 +109,5 @@ for r in $(seq "$RUNS"); do
     run raw 2
     run packet 1
     run packet 2
+    run xdp 1
 done
