@@ -138,20 +138,15 @@ fn report(what: &str, datagrams: u64, elapsed: Duration, note: &str) {
     );
 }
 
-/// Sends `BATCH` copies of `packets[i]` per `sendmmsg` until `secs` pass.
-fn send_loop(
-    fd: &OwnedFd,
-    packets: &mut [[u8; PACKET]],
-    len: usize,
-    to: Option<&libc::sockaddr_ll>,
-    secs: Duration,
-    what: &str,
-) {
-    // SAFETY: iovec and mmsghdr are plain C structs for which zeroes are valid.
-    let mut iovs: Vec<libc::iovec> =
-        packets.iter_mut().map(|p| libc::iovec { iov_base: p.as_mut_ptr().cast(), iov_len: len }).collect();
-    let mut msgs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
+/// The first `len` bytes of each buffer.
+fn buffer_iovecs(buffers: &mut [[u8; PACKET]], len: usize) -> Vec<libc::iovec> {
+    buffers.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: len }).collect()
+}
+
+/// One message per iovec, each to `to` if given: the caller keeps `iovs`
+/// and `to` alive while the messages are in use.
+fn messages(iovs: &mut [libc::iovec], to: Option<&libc::sockaddr_ll>) -> Vec<libc::mmsghdr> {
+    iovs.iter_mut()
         .map(|iov| {
             // SAFETY: all zeroes is a valid mmsghdr.
             let mut m: libc::mmsghdr = unsafe { zeroed() };
@@ -163,7 +158,20 @@ fn send_loop(
             }
             m
         })
-        .collect();
+        .collect()
+}
+
+/// Sends the packets, all of them in each `sendmmsg`, until `secs` pass.
+fn send_loop(
+    fd: &OwnedFd,
+    packets: &mut [[u8; PACKET]],
+    len: usize,
+    to: Option<&libc::sockaddr_ll>,
+    secs: Duration,
+    what: &str,
+) {
+    let mut iovs = buffer_iovecs(packets, len);
+    let mut msgs = messages(&mut iovs, to);
     let (start, mut sent, mut refused) = (Instant::now(), 0u64, 0u64);
     while start.elapsed() < secs {
         // SAFETY: msgs points at iovs, packets and `to`, all alive for the call.
@@ -252,20 +260,8 @@ fn receive(secs: Duration) -> io::Result<()> {
     let idle = libc::timeval { tv_sec: 1, tv_usec: 0 };
     set_option(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, idle)?;
     let mut buffers = vec![[0u8; PACKET]; BATCH];
-    let mut iovs: Vec<libc::iovec> = buffers
-        .iter_mut()
-        .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: PACKET })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .map(|iov| {
-            // SAFETY: all zeroes is a valid mmsghdr.
-            let mut m: libc::mmsghdr = unsafe { zeroed() };
-            m.msg_hdr.msg_iov = iov;
-            m.msg_hdr.msg_iovlen = 1;
-            m
-        })
-        .collect();
+    let mut iovs = buffer_iovecs(&mut buffers, PACKET);
+    let mut msgs = messages(&mut iovs, None);
     let deadline = Instant::now() + secs + Duration::from_secs(5);
     let (mut first, mut last, mut received) = (None, Instant::now(), 0u64);
     while Instant::now() < deadline {
