@@ -84,8 +84,8 @@ fn address(text: &str) -> io::Result<Ipv4Addr> {
 }
 
 fn parse_mac(text: &str) -> io::Result<[u8; 6]> {
-    let bytes: Vec<u8> = text.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
-    bytes.try_into().map_err(|_| invalid(format!("{text} is not a MAC address")))
+    let bytes: Option<Vec<u8>> = text.split(':').map(|b| u8::from_str_radix(b, 16).ok()).collect();
+    bytes.and_then(|b| b.try_into().ok()).ok_or_else(|| invalid(format!("{text} is not a MAC address")))
 }
 
 fn interface(name: &str) -> io::Result<u32> {
