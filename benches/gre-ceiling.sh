@@ -60,7 +60,11 @@ cleanup() {
     trap - EXIT INT TERM
     set +e
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
-    for ns in "${CREATED_NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
+    # Anything still running inside our namespaces was started here.
+    for ns in "${CREATED_NS[@]}"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+        ip netns del "$ns" 2>/dev/null
+    done
     rm -rf "$TMP"
     exit "$rc"
 }
